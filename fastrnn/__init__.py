@@ -1,0 +1,15 @@
+"""fastrnn: fused, compiled RNN / LSTM / GRU kernels with a readable NumPy reference.
+
+Quick use::
+
+    import numpy as np, fastrnn
+    lstm = fastrnn.LSTM(32, 64, num_layers=2, seed=0)
+    y, (h_n, c_n) = lstm(np.random.rand(100, 8, 32).astype(np.float32))
+    dx, (dh0, dc0) = lstm.backward(np.ones_like(y))   # gradients land in lstm.grads
+"""
+
+from . import backends
+from .rnn import GRU, LSTM, RNN, RNNBase
+
+__version__ = "0.1.0"
+__all__ = ["GRU", "LSTM", "RNN", "RNNBase", "backends", "__version__"]

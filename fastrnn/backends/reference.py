@@ -1,0 +1,265 @@
+"""NumPy reference kernels: the ground truth every backend is tested against.
+
+Readable first, then reasonably quick (the input projection is hoisted out of the time loop, as
+in every fast backend, so that benchmarks against this baseline are fair). One layer, one
+direction, one cell per call, following the kernel contract of DESIGN.md:
+
+- time-major, C-contiguous arrays of one float dtype: x[T,B,I], h0[B,Hp], c0[B,H];
+- weights in PyTorch's layout and gate order: w_ih[G*H,I], w_hh[G*H,Hp], b_*[G*H], where G is
+  1 (RNN), 3 (GRU: r, z, n) or 4 (LSTM: i, f, g, o); Hp is H, or P for an LSTM with projection
+  w_hr[P,H];
+- ``lengths[B]``: sequence b runs steps [0, lengths[b]); beyond that its state is frozen and
+  its output is 0. ``reverse=True`` runs each sequence backward over its own valid steps.
+
+Arguments are validated by :class:`fastrnn.backends.contract.Backend`, not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit as sigmoid  # overflow-free in float32 and float64
+
+
+def available() -> tuple[bool, str]:
+    """The reference needs nothing beyond NumPy and SciPy."""
+    return True, "NumPy reference"
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by the three cells
+# --------------------------------------------------------------------------------------------
+
+
+def _time_steps(T: int, reverse: bool) -> range:
+    """The order in which the forward pass visits the steps."""
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def _step_mask(lengths: np.ndarray | None, T: int, B: int) -> np.ndarray:
+    """valid[t, b, 0] is True where step t belongs to sequence b; shape [T,B,1]."""
+    if lengths is None:
+        return np.ones((T, B, 1), dtype=bool)
+    return (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
+
+
+def _input_projection(x: np.ndarray, w_ih: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """x[T,B,I] @ w_ih^T (+ bias) for every step at once: [T,B,G*H]."""
+    xw = x @ w_ih.T
+    if bias is not None:
+        xw += bias
+    return xw
+
+
+def _bias_sum(b_ih: np.ndarray | None, b_hh: np.ndarray | None) -> np.ndarray | None:
+    return None if b_ih is None else b_ih + b_hh
+
+
+@dataclass
+class _Saved:
+    """What backward needs from forward (fields a cell does not use stay None)."""
+
+    x: np.ndarray
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    has_bias: bool
+    reverse: bool
+    valid: np.ndarray  # [T,B,1] bool
+    h_prev: np.ndarray  # [T,B,Hp] hidden state entering each step
+    act: np.ndarray  # RNN: activation derivative; LSTM: gates i,f,g,o; GRU: gates r,z,n
+    c_prev: np.ndarray | None = None  # LSTM [T,B,H]
+    tanh_c: np.ndarray | None = None  # LSTM [T,B,H]
+    w_hr: np.ndarray | None = None  # LSTM projection [P,H]
+    hw_n: np.ndarray | None = None  # GRU: W_hn h + b_hn, [T,B,H]
+
+
+def _parameter_grads(
+    saved: _Saved, dg_in: np.ndarray, dg_rec: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """dx, dw_ih, dw_hh, db_ih, db_hh as whole-sequence products after the time loop.
+
+    dg_in [T,B,G*H] is the gradient of the input-side pre-activations, dg_rec that of the
+    recurrent side (the same array except for GRU's candidate gate).
+    """
+    T, B, I = saved.x.shape
+    GH = dg_in.shape[2]
+    dx = dg_in @ saved.w_ih
+    dw_ih = dg_in.reshape(T * B, GH).T @ saved.x.reshape(T * B, I)
+    dw_hh = dg_rec.reshape(T * B, GH).T @ saved.h_prev.reshape(T * B, -1)
+    if not saved.has_bias:
+        return dx, dw_ih, dw_hh, None, None
+    return dx, dw_ih, dw_hh, dg_in.sum(axis=(0, 1)), dg_rec.sum(axis=(0, 1))
+
+
+# --------------------------------------------------------------------------------------------
+# Elman RNN: h' = act(W_ih x + b_ih + W_hh h + b_hh), act = tanh or relu
+# --------------------------------------------------------------------------------------------
+
+
+def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False, training=True,
+                nonlinearity="tanh"):
+    """Returns y[T,B,H], h_n[B,H], ctx (None when not training)."""
+    T, B, _ = x.shape
+    H = w_hh.shape[0]
+    valid = _step_mask(lengths, T, B)
+    xw = _input_projection(x, w_ih, _bias_sum(b_ih, b_hh))
+    y = np.zeros((T, B, H), dtype=x.dtype)
+    h_prev = np.empty_like(y)
+    dact = np.empty_like(y)
+    h = h0.copy()
+    for t in _time_steps(T, reverse):
+        h_prev[t] = h
+        pre = xw[t] + h @ w_hh.T
+        if nonlinearity == "tanh":
+            h_new = np.tanh(pre)
+            dact[t] = 1 - h_new * h_new
+        else:
+            h_new = np.maximum(pre, 0)
+            dact[t] = pre > 0
+        y[t] = np.where(valid[t], h_new, 0)
+        h = np.where(valid[t], h_new, h)
+    if not training:
+        return y, h, None
+    return y, h, _Saved(x, w_ih, w_hh, b_ih is not None, reverse, valid, h_prev, dact)
+
+
+def rnn_backward(dy, dh_n, ctx: _Saved):
+    """Returns dx, dh0, dw_ih, dw_hh, db_ih, db_hh (db_* None without bias)."""
+    T = dy.shape[0]
+    dpre = np.zeros((T, *dh_n.shape), dtype=dy.dtype)
+    dh = dh_n.copy()
+    for t in reversed(_time_steps(T, ctx.reverse)):
+        valid = ctx.valid[t]
+        dpre[t] = np.where(valid, (dh + dy[t]) * ctx.act[t], 0)
+        dh = np.where(valid, dpre[t] @ ctx.w_hh, dh)
+    dx, dw_ih, dw_hh, db_ih, db_hh = _parameter_grads(ctx, dpre, dpre)
+    return dx, dh, dw_ih, dw_hh, db_ih, db_hh
+
+
+# --------------------------------------------------------------------------------------------
+# LSTM (PyTorch's, gates i, f, g, o; optional projection h = W_hr (o * tanh(c)))
+# --------------------------------------------------------------------------------------------
+
+
+def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr=None, lengths=None, reverse=False,
+                 training=True):
+    """Returns y[T,B,Hp], h_n[B,Hp], c_n[B,H], ctx (None when not training)."""
+    T, B, _ = x.shape
+    H = w_hh.shape[0] // 4
+    Hp = h0.shape[1]
+    valid = _step_mask(lengths, T, B)
+    xw = _input_projection(x, w_ih, _bias_sum(b_ih, b_hh))
+    y = np.zeros((T, B, Hp), dtype=x.dtype)
+    h_prev = np.empty_like(y)
+    gates = np.empty((T, B, 4 * H), dtype=x.dtype)
+    c_prev = np.empty((T, B, H), dtype=x.dtype)
+    tanh_c = np.empty_like(c_prev)
+    h, c = h0.copy(), c0.copy()
+    for t in _time_steps(T, reverse):
+        h_prev[t], c_prev[t] = h, c
+        pre = xw[t] + h @ w_hh.T
+        i = sigmoid(pre[:, :H])
+        f = sigmoid(pre[:, H:2 * H])
+        g = np.tanh(pre[:, 2 * H:3 * H])
+        o = sigmoid(pre[:, 3 * H:])
+        c_new = f * c + i * g
+        tanh_c[t] = np.tanh(c_new)
+        h_new = o * tanh_c[t]
+        if w_hr is not None:
+            h_new = h_new @ w_hr.T
+        gates[t] = np.concatenate([i, f, g, o], axis=1)
+        y[t] = np.where(valid[t], h_new, 0)
+        h = np.where(valid[t], h_new, h)
+        c = np.where(valid[t], c_new, c)
+    if not training:
+        return y, h, c, None
+    saved = _Saved(x, w_ih, w_hh, b_ih is not None, reverse, valid, h_prev, gates,
+                   c_prev=c_prev, tanh_c=tanh_c, w_hr=w_hr)
+    return y, h, c, saved
+
+
+def lstm_backward(dy, dh_n, dc_n, ctx: _Saved):
+    """Returns dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr (None without projection)."""
+    T = dy.shape[0]
+    H = ctx.c_prev.shape[2]
+    dgates = np.zeros_like(ctx.act)
+    dh_out = np.zeros_like(dy)  # gradient reaching each step's (projected) output
+    dh, dc = dh_n.copy(), dc_n.copy()
+    for t in reversed(_time_steps(T, ctx.reverse)):
+        valid = ctx.valid[t]
+        i, f, g, o = (ctx.act[t, :, k * H:(k + 1) * H] for k in range(4))
+        dh_out[t] = np.where(valid, dh + dy[t], 0)
+        d_ot = dh_out[t] if ctx.w_hr is None else dh_out[t] @ ctx.w_hr  # d(o * tanh c)
+        dc_new = dc + d_ot * o * (1 - ctx.tanh_c[t] ** 2)
+        dgates[t] = np.where(valid, np.concatenate([
+            dc_new * g * i * (1 - i),
+            dc_new * ctx.c_prev[t] * f * (1 - f),
+            dc_new * i * (1 - g * g),
+            d_ot * ctx.tanh_c[t] * o * (1 - o),
+        ], axis=1), 0)
+        dh = np.where(valid, dgates[t] @ ctx.w_hh, dh)
+        dc = np.where(valid, dc_new * f, dc)
+    dx, dw_ih, dw_hh, db_ih, db_hh = _parameter_grads(ctx, dgates, dgates)
+    dw_hr = None
+    if ctx.w_hr is not None:
+        out = ctx.act[:, :, 3 * H:] * ctx.tanh_c  # o * tanh(c), [T,B,H]
+        dw_hr = dh_out.reshape(-1, dh_out.shape[2]).T @ out.reshape(-1, H)
+    return dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr
+
+
+# --------------------------------------------------------------------------------------------
+# GRU (PyTorch's): r, z = sigmoid(...); n = tanh(W_in x + b_in + r * (W_hn h + b_hn));
+# h' = (1 - z) * n + z * h
+# --------------------------------------------------------------------------------------------
+
+
+def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False, training=True):
+    """Returns y[T,B,H], h_n[B,H], ctx (None when not training)."""
+    T, B, _ = x.shape
+    H = w_hh.shape[0] // 3
+    valid = _step_mask(lengths, T, B)
+    xw = _input_projection(x, w_ih, b_ih)
+    y = np.zeros((T, B, H), dtype=x.dtype)
+    h_prev = np.empty_like(y)
+    gates = np.empty((T, B, 3 * H), dtype=x.dtype)
+    hw_n = np.empty_like(y)
+    h = h0.copy()
+    for t in _time_steps(T, reverse):
+        h_prev[t] = h
+        hw = h @ w_hh.T
+        if b_hh is not None:
+            hw += b_hh
+        r = sigmoid(xw[t, :, :H] + hw[:, :H])
+        z = sigmoid(xw[t, :, H:2 * H] + hw[:, H:2 * H])
+        n = np.tanh(xw[t, :, 2 * H:] + r * hw[:, 2 * H:])
+        h_new = (1 - z) * n + z * h
+        gates[t] = np.concatenate([r, z, n], axis=1)
+        hw_n[t] = hw[:, 2 * H:]
+        y[t] = np.where(valid[t], h_new, 0)
+        h = np.where(valid[t], h_new, h)
+    if not training:
+        return y, h, None
+    return y, h, _Saved(x, w_ih, w_hh, b_ih is not None, reverse, valid, h_prev, gates,
+                        hw_n=hw_n)
+
+
+def gru_backward(dy, dh_n, ctx: _Saved):
+    """Returns dx, dh0, dw_ih, dw_hh, db_ih, db_hh (db_* None without bias)."""
+    T = dy.shape[0]
+    H = dh_n.shape[1]
+    dg_in = np.zeros_like(ctx.act)  # d(input-side pre-activations) r, z, n
+    dg_rec = np.zeros_like(ctx.act)  # d(recurrent-side pre-activations): n's is scaled by r
+    dh = dh_n.copy()
+    for t in reversed(_time_steps(T, ctx.reverse)):
+        valid = ctx.valid[t]
+        r, z, n = (ctx.act[t, :, k * H:(k + 1) * H] for k in range(3))
+        dh_new = dh + dy[t]
+        dn = dh_new * (1 - z) * (1 - n * n)
+        dr = dn * ctx.hw_n[t] * r * (1 - r)
+        dz = dh_new * (ctx.h_prev[t] - n) * z * (1 - z)
+        dg_in[t] = np.where(valid, np.concatenate([dr, dz, dn], axis=1), 0)
+        dg_rec[t] = np.where(valid, np.concatenate([dr, dz, dn * r], axis=1), 0)
+        dh = np.where(valid, dh_new * z + dg_rec[t] @ ctx.w_hh, dh)
+    dx, dw_ih, dw_hh, db_ih, db_hh = _parameter_grads(ctx, dg_in, dg_rec)
+    return dx, dh, dw_ih, dw_hh, db_ih, db_hh

@@ -1,0 +1,80 @@
+"""Shared helpers of the test suite: random kernel problems and a float64 loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastrnn.backends import GATES
+
+
+@dataclass
+class Problem:
+    """One kernel call's arguments (time-major, one layer, one direction) and a loss's seeds."""
+
+    cell: str
+    x: np.ndarray
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    b_ih: np.ndarray | None
+    b_hh: np.ndarray | None
+    h0: np.ndarray
+    c0: np.ndarray | None
+    w_hr: np.ndarray | None
+    lengths: np.ndarray | None
+    reverse: bool
+    dy: np.ndarray = field(repr=False)
+    dh_n: np.ndarray = field(repr=False)
+    dc_n: np.ndarray | None = field(repr=False)
+
+    def args(self):
+        return (self.cell, self.x, self.w_ih, self.w_hh, self.b_ih, self.b_hh, self.h0, self.c0)
+
+    def kwargs(self, training=True):
+        return {"w_hr": self.w_hr, "lengths": self.lengths, "reverse": self.reverse,
+                "training": training}
+
+    def astype(self, dtype) -> Problem:
+        conv = {k: (v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
+                for k, v in self.__dict__.items()}
+        return Problem(**conv)
+
+
+def make_problem(cell, T, B, I, H, *, P=0, bias=True, ragged=False, reverse=False,
+                 dtype=np.float64, scale=1.0, seed=0) -> Problem:
+    """Random arguments; weights ~ U(-scale/sqrt(H), scale/sqrt(H)) like torch's init."""
+    rng = np.random.default_rng(seed)
+    G = GATES[cell]
+    Hp = P or H
+    k = scale / np.sqrt(H)
+
+    def u(*shape, bound=k):
+        return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+    lengths = None
+    if ragged:
+        lengths = rng.integers(1, T + 1, size=B)
+        lengths[rng.integers(B)] = T  # the longest fills the padded length, as packing does
+    return Problem(
+        cell=cell, x=u(T, B, I, bound=1.0), w_ih=u(G * H, I), w_hh=u(G * H, Hp),
+        b_ih=u(G * H) if bias else None, b_hh=u(G * H) if bias else None,
+        h0=u(B, Hp, bound=0.5), c0=u(B, H, bound=0.5) if cell == "lstm" else None,
+        w_hr=u(P, H) if P else None, lengths=lengths, reverse=reverse,
+        dy=u(T, B, Hp, bound=1.0), dh_n=u(B, Hp, bound=1.0),
+        dc_n=u(B, H, bound=1.0) if cell == "lstm" else None,
+    )
+
+
+def loss(backend, pb: Problem) -> float:
+    """sum(dy*y) + sum(dh_n*h_n) (+ sum(dc_n*c_n)): its gradients are what backward returns."""
+    out = backend.forward(*pb.args(), **pb.kwargs(training=False))
+    total = np.sum(pb.dy * out.y) + np.sum(pb.dh_n * out.h_n)
+    if out.c_n is not None:
+        total += np.sum(pb.dc_n * out.c_n)
+    return float(total)
+
+
+#: Grads field -> Problem attribute it differentiates
+GRAD_OF = {"dx": "x", "dh0": "h0", "dc0": "c0", "dw_ih": "w_ih", "dw_hh": "w_hh",
+           "db_ih": "b_ih", "db_hh": "b_hh", "dw_hr": "w_hr"}

@@ -1,0 +1,118 @@
+"""Every available backend against the float64 NumPy reference: values and all gradients.
+
+Tolerance (stated once, for every backend): with ref the float64 reference result and
+s = max(1, max|ref|), a backend passes when |out - ref| <= tol * (s + |ref|) elementwise, where
+tol = 1e-4 for float32 and 1e-10 for float64. The reference itself joins the suite: its float32
+run is held to the float32 bound and its float64 run must match exactly.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastrnn import backends
+
+from .helpers import GRAD_OF, make_problem
+
+REF = backends.get("reference")
+BACKENDS = [name for name, (ok, _) in backends.available().items() if ok]
+TOL = {np.float32: 1e-4, np.float64: 1e-10}
+
+
+def assert_conforms(out, ref, dtype, what):
+    assert out.dtype == dtype, f"{what}: dtype {out.dtype}, expected {np.dtype(dtype)}"
+    assert out.shape == ref.shape, f"{what}: shape {out.shape}, expected {ref.shape}"
+    scale = max(1.0, float(np.max(np.abs(ref), initial=0.0)))
+    err = np.abs(out.astype(np.float64) - ref)
+    bound = TOL[dtype] * (scale + np.abs(ref))
+    worst = np.unravel_index(np.argmax(err - bound), err.shape) if err.size else ()
+    assert np.all(err <= bound), (f"{what}: |diff| {err[worst]:.3g} > bound {bound[worst]:.3g} "
+                                  f"at {worst}")
+
+
+def check_backend(name, pb, dtype):
+    """Run `name` on pb in `dtype` and compare everything with the float64 reference."""
+    backend = backends.get(name)
+    exact = pb.astype(np.float64)
+    ref = REF.forward(*exact.args(), **exact.kwargs())
+    ref_g = REF.backward(exact.dy, exact.dh_n, exact.dc_n, ref.ctx)
+    low = pb.astype(dtype)
+    out = backend.forward(*low.args(), **low.kwargs())
+    grads = backend.backward(low.dy, low.dh_n, low.dc_n, out.ctx)
+    for field in ("y", "h_n", "c_n"):
+        if getattr(ref, field) is None:
+            assert getattr(out, field) is None
+        else:
+            assert_conforms(getattr(out, field), getattr(ref, field), dtype, f"{name} {field}")
+    for field, attr in GRAD_OF.items():
+        if getattr(pb, attr) is None:
+            assert getattr(grads, field) is None, f"{name} {field} should be None"
+        else:
+            assert_conforms(getattr(grads, field), getattr(ref_g, field), dtype,
+                            f"{name} {field}")
+    inference = backend.forward(*low.args(), **low.kwargs(training=False))
+    assert inference.ctx is None
+    np.testing.assert_array_equal(inference.y, out.y)
+
+
+problems = st.builds(
+    dict,
+    cell=st.sampled_from(["rnn_tanh", "rnn_relu", "lstm", "gru"]),
+    T=st.integers(1, 12), B=st.integers(1, 9), I=st.integers(1, 17), H=st.integers(1, 37),
+    P=st.integers(0, 5), bias=st.booleans(), ragged=st.booleans(), reverse=st.booleans(),
+    seed=st.integers(0, 2**31),
+)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", BACKENDS)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=problems)
+def test_backend_matches_reference_on_random_shapes(name, dtype, spec):
+    if spec["cell"] != "lstm" or spec["P"] >= spec["H"]:
+        spec["P"] = 0
+    check_backend(name, make_problem(**spec), dtype)
+
+
+EDGE_SHAPES = [  # T, B, I, H: single step, single sequence, odd sizes, wider than a vector
+    (1, 1, 1, 1), (1, 5, 3, 7), (7, 1, 5, 3), (3, 2, 1, 33), (4, 3, 65, 17), (2, 8, 16, 64),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("shape", EDGE_SHAPES)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_backend_matches_reference_on_edge_shapes(name, shape, cell, dtype):
+    T, B, I, H = shape
+    for ragged, reverse in ((False, False), (True, True)):
+        check_backend(name, make_problem(cell, T, B, I, H, ragged=ragged, reverse=reverse,
+                                         seed=T * B + H), dtype)
+    if cell == "lstm" and H > 1:
+        check_backend(name, make_problem(cell, T, B, I, H, P=max(1, H // 2), ragged=True,
+                                         seed=1), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_extreme_preactivations_stay_finite_and_conform(name, cell, dtype):
+    """Input pre-activations of order +-100 saturate every gate.
+
+    The input weights are scaled up, the recurrent ones kept at torch's init: scaling those too
+    makes the gradients chaotic (condition numbers far beyond float32), a property of the
+    problem rather than of any backend.
+    """
+    pb = make_problem(cell, T=30, B=3, I=8, H=6, seed=2)
+    pb.w_ih *= 300 / np.sqrt(pb.x.shape[2])
+    pre = np.abs(pb.x @ pb.w_ih.T)
+    assert pre.max() > 100 and np.median(pre) > 10
+    check_backend(name, pb, dtype)
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_long_sequences_of_1000_steps(name, cell):
+    pb = make_problem(cell, T=1000, B=2, I=4, H=8, ragged=True, seed=3)
+    check_backend(name, pb, np.float32)

@@ -1,0 +1,123 @@
+"""The backend registry, the kernel contract's argument checks, and ``fastrnn info``."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastrnn import backends
+from fastrnn.cli import main
+
+from .helpers import make_problem
+
+
+def test_available_reports_every_known_backend_with_a_reason():
+    status = backends.available()
+    assert set(status) == set(backends.names())
+    assert status["reference"] == (True, "NumPy reference")
+    assert all(isinstance(why, str) and why for _, why in status.values())
+
+
+def test_get_default_and_environment_variable(monkeypatch):
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    assert backends.get().name == backends.default_name()
+    monkeypatch.setenv(backends.ENV_VAR, "reference")
+    assert backends.get().name == "reference"
+    monkeypatch.setenv(backends.ENV_VAR, "warp-drive")
+    with pytest.raises(ValueError, match="FASTRNN_BACKEND='warp-drive'.*\n.*reference"):
+        backends.get()
+    assert backends.get("reference").name == "reference"  # an explicit name wins
+
+
+def test_unknown_backend_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown backend 'gpu9000'[\s\S]*reference: available"):
+        backends.get("gpu9000")
+
+
+def test_unavailable_backend_says_why(monkeypatch):
+    monkeypatch.setitem(backends._MODULES, "broken", "fastrnn.backends.does_not_exist")
+    monkeypatch.delitem(backends._status, "broken", raising=False)
+    with pytest.raises(ValueError, match=r"'broken' is not available[\s\S]*ModuleNotFoundError"):
+        backends.get("broken")
+    backends._status.pop("broken")
+
+
+REF = backends.get("reference")
+
+
+def call(pb, **override):
+    names = ("cell", "x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0")
+    args = dict(zip(names, pb.args(), strict=True))
+    kw = pb.kwargs()
+    for k, v in override.items():
+        (args if k in args else kw)[k] = v
+    return REF.forward(*args.values(), **kw)
+
+
+@pytest.mark.parametrize("override,error,match", [
+    (dict(cell="lstmx"), ValueError, "cell must be one of"),
+    (dict(x=np.zeros((3, 2), np.float32)), ValueError, r"x must be a 3-d array"),
+    (dict(x=[[[1.0]]]), ValueError, r"x must be a 3-d array"),
+    (dict(x=np.zeros((0, 2, 3), np.float32)), ValueError, "at least one time step"),
+    (dict(w_ih=np.zeros((16, 4), np.float32)), ValueError, r"w_ih must have shape \(16, 3\)"),
+    (dict(w_ih=np.zeros((16, 3), np.float64)), TypeError, "w_ih has dtype float64"),
+    (dict(w_hh=np.zeros((15, 4), np.float32)), ValueError, r"w_hh must be a 2-d array \[4\*H"),
+    (dict(b_ih=None), ValueError, "both be given or both be None"),
+    (dict(b_hh=np.zeros(15, np.float32)), ValueError, r"b_hh must have shape \(16,\)"),
+    (dict(h0=np.zeros((2, 5), np.float32)), ValueError, r"h0 must have shape \(2, 4\)"),
+    (dict(h0=np.zeros((2, 4), np.int64)), TypeError, "h0 must be float32 or float64"),
+    (dict(c0=None), ValueError, "c0 is required"),
+    (dict(w_hr=np.zeros((2, 3), np.float32)), ValueError, r"w_hr must be a 2-d array \[P, 4\]"),
+    (dict(lengths=[1, 2, 3]), ValueError, r"lengths must have shape \(2,\)"),
+    (dict(lengths=[1, 9]), ValueError, r"lengths must lie in \[0, 5\]"),
+    (dict(lengths=np.array([1.5, 2])), TypeError, "lengths must hold integers"),
+])
+def test_kernel_contract_rejects_bad_arguments(override, error, match):
+    pb = make_problem("lstm", T=5, B=2, I=3, H=4, dtype=np.float32)
+    with pytest.raises(error, match=match):
+        call(pb, **override)
+
+
+def test_kernel_contract_checks_backward_arguments():
+    pb = make_problem("gru", T=5, B=2, I=3, H=4)
+    out = call(pb)
+    with pytest.raises(ValueError, match=r"dy must have shape \(5, 2, 4\)"):
+        REF.backward(pb.dy[:3], None, None, out.ctx)
+    with pytest.raises(ValueError, match="dc_n is only defined for lstm"):
+        REF.backward(pb.dy, None, pb.dh_n, out.ctx)
+    with pytest.raises(ValueError, match="training=True"):
+        REF.backward(pb.dy, None, None, None)
+    assert call(pb, training=False).ctx is None
+    with pytest.raises(ValueError, match="w_hr .* only defined for lstm"):
+        call(pb, w_hr=np.zeros((2, 4)))
+
+
+def test_noncontiguous_arguments_are_accepted_and_give_the_same_result():
+    pb = make_problem("rnn_tanh", T=4, B=3, I=2, H=5)
+    ref = call(pb, training=False).y
+    x_f = np.asfortranarray(pb.x)
+    np.testing.assert_array_equal(call(pb, x=x_f, training=False).y, ref)
+
+
+def test_info_command_prints_versions_backends_and_blas(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "numpy" in out and "reference" in out and "BLAS" in out and "threads=" in out
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["backends"]["reference"]["available"] is True
+    assert info["blas"] and all("num_threads" in lib for lib in info["blas"])
+
+
+def test_module_entry_point_runs():
+    done = subprocess.run([sys.executable, "-m", "fastrnn", "info"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "backends (default:" in done.stdout
+
+
+def test_cli_without_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "info" in capsys.readouterr().out
