@@ -1,4 +1,4 @@
-"""The layer stack (reference backend) against torch.nn: outputs, final states, all gradients.
+"""The layer stack (every available backend) against torch.nn: outputs, final states, all gradients.
 
 Skipped when torch is not installed. Random configurations of every cell: num_layers 1-3,
 bidirectional, batch_first, proj_size, unbatched input and ragged lengths (compared with
@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+BACKENDS = [name for name, (ok, _) in fastrnn.backends.available().items() if ok]
 
 
 def make_pair(cell, dtype, backend="reference", **kw):
@@ -105,10 +106,11 @@ def run_both(ours, theirs, cfg, T, B, mode, rng, dtype):
     return pairs
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", range(48))
-def test_stack_matches_torch_float64(seed):
+def test_stack_matches_torch_float64(seed, backend):
     cell, cfg, T, B, mode, seed = random_config(seed)
-    ours, theirs = make_pair(cell, np.float64, seed=seed, **cfg)
+    ours, theirs = make_pair(cell, np.float64, backend, seed=seed, **cfg)
     rng = np.random.default_rng(1000 + seed)
     for name, a, b in run_both(ours, theirs, cfg, T, B, mode, rng, np.float64):
         b = b.detach().numpy()
@@ -116,21 +118,23 @@ def test_stack_matches_torch_float64(seed):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11, err_msg=f"{cell} {cfg} {name}")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", range(12))
-def test_lstm_projection_matches_torch(seed):
+def test_lstm_projection_matches_torch(seed, backend):
     cell, cfg, T, B, mode, seed = random_config(seed, cell="lstm", proj=True)
     mode = ("dense", "ragged", "unbatched")[seed % 3]
-    ours, theirs = make_pair(cell, np.float64, seed=seed, **cfg)
+    ours, theirs = make_pair(cell, np.float64, backend, seed=seed, **cfg)
     rng = np.random.default_rng(seed)
     for name, a, b in run_both(ours, theirs, cfg, T, B, mode, rng, np.float64):
         np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-9, atol=1e-11,
                                    err_msg=f"{cfg} {mode} {name}")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", range(8))
-def test_stack_matches_torch_float32(seed):
+def test_stack_matches_torch_float32(seed, backend):
     cell, cfg, T, B, mode, seed = random_config(100 + seed)
-    ours, theirs = make_pair(cell, np.float32, seed=seed, **cfg)
+    ours, theirs = make_pair(cell, np.float32, backend, seed=seed, **cfg)
     rng = np.random.default_rng(seed)
     for name, a, b in run_both(ours, theirs, cfg, T, B, mode, rng, np.float32):
         assert a.dtype == np.float32, name

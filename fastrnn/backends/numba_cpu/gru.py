@@ -1,0 +1,80 @@
+"""GRU kernels (PyTorch's): r, z = sigmoid(...); n = tanh(W_in x + b_in + r (W_hn h + b_hn));
+h' = (1 - z) n + z h.
+
+Arrays arrive sorted longest first (:mod:`fastrnn.backends.ragged`): step t runs on rows
+[0, active[t]). In inference the per-step buffers have one time slot every step overwrites.
+"""
+
+import numpy as np
+
+from ._common import jit, matmul_w, matmul_wt, one_like, sigmoid, tanh
+
+
+@jit
+def forward(x, w_ih, w_hh, b_ih, b_hh, h, active, reverse, training, y, h_prev, gates, hw_n):
+    """Runs the layer; h [B,H] enters as h0 and leaves as h_n."""
+    T, B, I = x.shape
+    G = w_hh.shape[0]
+    H = G // 3
+    one = one_like(h[0, 0])
+    xw = np.empty((T, B, G), x.dtype)
+    np.dot(x.reshape(T * B, I), w_ih.T, xw.reshape(T * B, G))
+    hw = np.empty((B, G), x.dtype)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        n = active[t]
+        if n == 0:
+            continue
+        k = t if training else 0
+        if training:
+            h_prev[k] = h
+        matmul_wt(h, w_hh, hw, n)
+        for b in range(n):
+            for j in range(H):
+                r = sigmoid(xw[t, b, j] + b_ih[j] + hw[b, j] + b_hh[j])
+                z = sigmoid(xw[t, b, H + j] + b_ih[H + j] + hw[b, H + j] + b_hh[H + j])
+                hn = hw[b, 2 * H + j] + b_hh[2 * H + j]
+                cand = tanh(xw[t, b, 2 * H + j] + b_ih[2 * H + j] + r * hn)
+                h[b, j] = (one - z) * cand + z * h[b, j]
+                gates[k, b, j] = r
+                gates[k, b, H + j] = z
+                gates[k, b, 2 * H + j] = cand
+                hw_n[k, b, j] = hn
+        y[t, :n] = h[:n]
+
+
+@jit
+def backward(dy, dh, w_hh, active, reverse, h_prev, gates, hw_n, dg_in, dg_rec):
+    """BPTT of :func:`forward`; dh enters as dh_n and leaves as dh0.
+
+    Writes dg_in / dg_rec [T,B,3H], the gradients of the input-side and recurrent-side
+    pre-activations (they differ in the candidate gate, scaled by r on the recurrent side).
+    """
+    T, B, H = dy.shape
+    one = one_like(dy[0, 0, 0])
+    direct = np.empty((B, H), dy.dtype)  # dh' * z: the path that skips the gates
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        n = active[t]
+        if n == 0:
+            continue
+        for b in range(n):
+            for j in range(H):
+                d = dh[b, j] + dy[t, b, j]
+                r = gates[t, b, j]
+                z = gates[t, b, H + j]
+                cand = gates[t, b, 2 * H + j]
+                dn = d * (one - z) * (one - cand * cand)
+                dr = dn * hw_n[t, b, j] * r * (one - r)
+                dz = d * (h_prev[t, b, j] - cand) * z * (one - z)
+                dg_in[t, b, j] = dr
+                dg_in[t, b, H + j] = dz
+                dg_in[t, b, 2 * H + j] = dn
+                dg_rec[t, b, j] = dr
+                dg_rec[t, b, H + j] = dz
+                dg_rec[t, b, 2 * H + j] = dn * r
+                direct[b, j] = d * z
+        matmul_w(dg_rec[t], w_hh, dh, n)
+        for b in range(n):
+            for j in range(H):
+                dh[b, j] += direct[b, j]

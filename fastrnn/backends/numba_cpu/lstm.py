@@ -1,0 +1,94 @@
+"""LSTM kernels (PyTorch's gates i, f, g, o; optional projection h = W_hr (o * tanh c)).
+
+Arrays arrive sorted longest first (:mod:`fastrnn.backends.ragged`): step t runs on rows
+[0, active[t]). In inference the per-step buffers (h_prev, gates, c_prev, tanh_c) have one
+time slot that every step overwrites.
+"""
+
+import numpy as np
+
+from ._common import jit, matmul_w, matmul_wt, one_like, sigmoid, tanh
+
+
+@jit
+def forward(x, w_ih, w_hh, bias, w_hr, h, c, active, reverse, training,
+            y, h_prev, gates, c_prev, tanh_c):
+    """Runs the layer; h [B,Hp] and c [B,H] enter as h0, c0 and leave as h_n, c_n."""
+    T, B, I = x.shape
+    G = w_hh.shape[0]
+    H = G // 4
+    proj = w_hr.shape[0] > 0
+    xw = np.empty((T, B, G), x.dtype)
+    np.dot(x.reshape(T * B, I), w_ih.T, xw.reshape(T * B, G))
+    hw = np.empty((B, G), x.dtype)
+    m = np.empty((B, H), x.dtype)  # o * tanh(c), the (unprojected) output
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        n = active[t]
+        if n == 0:
+            continue
+        k = t if training else 0
+        if training:
+            h_prev[k] = h
+            c_prev[k] = c
+        matmul_wt(h, w_hh, hw, n)
+        for b in range(n):
+            for j in range(H):
+                i = sigmoid(xw[t, b, j] + hw[b, j] + bias[j])
+                f = sigmoid(xw[t, b, H + j] + hw[b, H + j] + bias[H + j])
+                g = tanh(xw[t, b, 2 * H + j] + hw[b, 2 * H + j] + bias[2 * H + j])
+                o = sigmoid(xw[t, b, 3 * H + j] + hw[b, 3 * H + j] + bias[3 * H + j])
+                c_new = f * c[b, j] + i * g
+                tc = tanh(c_new)
+                c[b, j] = c_new
+                m[b, j] = o * tc
+                gates[k, b, j] = i
+                gates[k, b, H + j] = f
+                gates[k, b, 2 * H + j] = g
+                gates[k, b, 3 * H + j] = o
+                tanh_c[k, b, j] = tc
+        if proj:
+            matmul_wt(m, w_hr, h, n)
+        else:
+            h[:n] = m[:n]
+        y[t, :n] = h[:n]
+
+
+@jit
+def backward(dy, dh, dc, w_hh, w_hr, active, reverse, gates, c_prev, tanh_c, dgates, dh_out):
+    """BPTT of :func:`forward`; dh, dc enter as dh_n, dc_n and leave as dh0, dc0.
+
+    Writes dgates [T,B,4H] (gradient of the pre-activations; zero where inactive) and dh_out
+    [T,B,Hp] (gradient reaching each step's output, for the projection's weight gradient).
+    """
+    T, B, Hp = dy.shape
+    H = c_prev.shape[2]
+    proj = w_hr.shape[0] > 0
+    one = one_like(dy[0, 0, 0])
+    dm = np.empty((B, H), dy.dtype)
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        n = active[t]
+        if n == 0:
+            continue
+        for b in range(n):
+            for j in range(Hp):
+                dh_out[t, b, j] = dh[b, j] + dy[t, b, j]
+        if proj:
+            matmul_w(dh_out[t], w_hr, dm, n)
+        else:
+            dm[:n] = dh_out[t, :n]
+        for b in range(n):
+            for j in range(H):
+                i = gates[t, b, j]
+                f = gates[t, b, H + j]
+                g = gates[t, b, 2 * H + j]
+                o = gates[t, b, 3 * H + j]
+                tc = tanh_c[t, b, j]
+                dc_new = dc[b, j] + dm[b, j] * o * (one - tc * tc)
+                dgates[t, b, j] = dc_new * g * i * (one - i)
+                dgates[t, b, H + j] = dc_new * c_prev[t, b, j] * f * (one - f)
+                dgates[t, b, 2 * H + j] = dc_new * i * (one - g * g)
+                dgates[t, b, 3 * H + j] = dm[b, j] * tc * o * (one - o)
+                dc[b, j] = dc_new * f
+        matmul_w(dgates[t], w_hh, dh, n)
