@@ -59,7 +59,7 @@ def check_backend(name, pb, dtype):
 problems = st.builds(
     dict,
     cell=st.sampled_from(["rnn_tanh", "rnn_relu", "lstm", "gru"]),
-    T=st.integers(1, 12), B=st.integers(1, 9), I=st.integers(1, 17), H=st.integers(1, 37),
+    T=st.integers(1, 12), B=st.integers(1, 40), I=st.integers(1, 17), H=st.integers(1, 37),
     P=st.integers(0, 5), bias=st.booleans(), ragged=st.booleans(), reverse=st.booleans(),
     seed=st.integers(0, 2**31),
 )
@@ -77,6 +77,7 @@ def test_backend_matches_reference_on_random_shapes(name, dtype, spec):
 
 EDGE_SHAPES = [  # T, B, I, H: single step, single sequence, odd sizes, wider than a vector
     (1, 1, 1, 1), (1, 5, 3, 7), (7, 1, 5, 3), (3, 2, 1, 33), (4, 3, 65, 17), (2, 8, 16, 64),
+    (6, 37, 5, 9), (3, 16, 4, 70),  # batches large enough to run in shards on several cores
 ]
 
 

@@ -1,9 +1,10 @@
-"""Ragged batches for compiled kernels: sort by length so active sequences form a prefix.
+"""Batch plans for compiled kernels: ragged batches sorted, large batches split into parts.
 
-With the batch sorted longest first, the sequences that own step t (lengths[b] > t) are the
-first ``active[t]`` rows, in both directions. A kernel then runs each step on rows
+With a part's rows sorted longest first, the sequences that own step t (lengths[b] > t) are
+its first ``active[t]`` rows, in both directions. A kernel then runs each step on rows
 [0, active[t]) only, so a ragged batch costs what its valid steps cost, and frozen rows need no
-mask. The permutation is undone on the way out.
+mask. A large batch is dealt into parts (one per core) round-robin over the sorted order, so
+every part stays sorted and gets its share of long and short sequences.
 """
 
 from __future__ import annotations
@@ -11,30 +12,39 @@ from __future__ import annotations
 import numpy as np
 
 
-class BatchOrder:
-    """The longest-first order of a batch and, per step, how many sequences are active."""
+class BatchPlan:
+    """How a batch is split into parts and ordered, and per part and step the active rows."""
 
-    def __init__(self, lengths: np.ndarray | None, T: int, B: int):
-        if lengths is None:
-            self.perm = None
-            self.active = np.full(T, B, dtype=np.int64)
-            return
-        perm = np.argsort(-lengths, kind="stable")
-        self.perm = None if np.array_equal(perm, np.arange(B)) else perm
-        self.active = (lengths[None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.int64)
+    def __init__(self, lengths: np.ndarray | None, T: int, B: int, parts: int = 1):
+        order = np.arange(B) if lengths is None else np.argsort(-lengths, kind="stable")
+        self.B = B
+        self.rows = [order[p::parts] for p in range(parts)]
+        self.active = [
+            np.full(T, len(rows), dtype=np.int64) if lengths is None
+            else (lengths[rows][None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.int64)
+            for rows in self.rows
+        ]
+        self._identity = parts == 1 and np.array_equal(order, np.arange(B))
 
-    def gather(self, a: np.ndarray, axis: int) -> np.ndarray:
-        """`a` with its batch axis in sorted order (C-contiguous; `a` itself when unsorted)."""
-        if self.perm is None:
+    @property
+    def parts(self) -> int:
+        return len(self.rows)
+
+    def gather(self, a: np.ndarray, axis: int, part: int) -> np.ndarray:
+        """Part `part` of `a` along its batch axis, C-contiguous (`a` itself if nothing moves)."""
+        if self._identity:
             return a
-        return np.ascontiguousarray(np.take(a, self.perm, axis=axis))
+        return np.ascontiguousarray(np.take(a, self.rows[part], axis=axis))
 
-    def scatter(self, a: np.ndarray, axis: int) -> np.ndarray:
-        """Inverse of :meth:`gather`."""
-        if self.perm is None:
-            return a
-        out = np.empty_like(a)
-        index = [slice(None)] * a.ndim
-        index[axis] = self.perm
-        out[tuple(index)] = a
+    def scatter(self, pieces: list[np.ndarray], axis: int) -> np.ndarray:
+        """Inverse of :meth:`gather`: the parts' arrays put back into one, in batch order."""
+        if self._identity:
+            return pieces[0]
+        shape = list(pieces[0].shape)
+        shape[axis] = self.B
+        out = np.empty(shape, pieces[0].dtype)
+        index: list = [slice(None)] * len(shape)
+        for rows, piece in zip(self.rows, pieces, strict=True):
+            index[axis] = rows
+            out[tuple(index)] = piece
         return out

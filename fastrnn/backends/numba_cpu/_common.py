@@ -18,11 +18,6 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 jit = njit(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH)
 inline_jit = njit(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH, inline="always")
 
-#: Below this many multiply-adds (rows * N * K) a product runs as a hand-written loop over
-#: weights hot in cache instead of a BLAS call (~1 us of call overhead each).
-BLAS_MIN_WORK = 32_768
-
-
 # ------------------------------------------------------------------------- activations
 
 
@@ -93,49 +88,63 @@ def _sigmoid_overload(x):
 
 @inline_jit
 def matmul_wt(a, w, out, n):
-    """out[:n] = a[:n] @ w.T for w [N,K] row-major: the recurrent product of a step."""
-    N, K = w.shape
-    if n * N * K >= BLAS_MIN_WORK:
+    """out[:n] = a[:n] @ w.T for w [N,K] row-major: the recurrent product of a step.
+
+    One row goes to gemv: sgemm with one row is several times slower (DESIGN.md), and
+    hand-written loops measured no faster than gemv here for H >= 64.
+    """
+    if n == 1:
+        np.dot(w, a[0], out[0])
+    elif n > 1:
         np.dot(a[:n], w.T, out[:n])
-        return
-    for j in range(N):
-        for b in range(n):
-            acc = a[b, 0] * w[j, 0]
-            for k in range(1, K):
-                acc += a[b, k] * w[j, k]
-            out[b, j] = acc
 
 
 @inline_jit
 def matmul_w(a, w, out, n):
     """out[:n] = a[:n] @ w for w [N,K] row-major: the recurrent gradient of a step."""
-    N, K = w.shape
-    if n * N * K >= BLAS_MIN_WORK:
+    if n == 1:
+        np.dot(a[0], w, out[0])
+    elif n > 1:
         np.dot(a[:n], w, out[:n])
-        return
-    for b in range(n):
-        for k in range(K):
-            out[b, k] = 0
-        for j in range(N):
-            s = a[b, j]
-            for k in range(K):
-                out[b, k] += s * w[j, k]
+
+
+# Whole-sequence products go through Numba's np.dot too, so that every BLAS call of this
+# backend uses one library (SciPy's OpenBLAS): NumPy's own OpenBLAS is a second thread pool,
+# and the two pools' spinning workers fight over the cores (measured: 2.7x slower).
 
 
 @jit
-def sequence_grads(dg_in, dg_rec, x, h_prev, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh):
-    """After the time loop: dx = dG_in @ w_ih, dw_ih = dG_in^T x, dw_hh = dG_rec^T h_prev and
-    the bias gradients, each one whole-sequence product over all T*B rows."""
-    T, B, GH = dg_in.shape
-    rows = T * B
-    g_in = dg_in.reshape(rows, GH)
-    g_rec = dg_rec.reshape(rows, GH)
-    np.dot(g_in, w_ih, dx.reshape(rows, x.shape[2]))
-    np.dot(g_in.T, x.reshape(rows, x.shape[2]), dw_ih)
-    np.dot(g_rec.T, h_prev.reshape(rows, h_prev.shape[2]), dw_hh)
-    db_ih[:] = 0
-    db_hh[:] = 0
-    for r in range(rows):
-        for j in range(GH):
-            db_ih[j] += g_in[r, j]
-            db_hh[j] += g_rec[r, j]
+def project(x, w):
+    """x [T,B,I] @ w^T for w [G,I]: the input projection of every step, [T,B,G]."""
+    T, B, I = x.shape
+    out = np.empty((T, B, w.shape[0]), x.dtype)
+    np.dot(x.reshape(T * B, I), w.T, out.reshape(T * B, w.shape[0]))
+    return out
+
+
+@jit
+def matmul_tn(a, b):
+    """a^T @ b over all leading rows: a [...,M], b [...,N] -> [M,N] (a weight gradient)."""
+    M, N = a.shape[-1], b.shape[-1]
+    return np.dot(a.reshape(a.size // M, M).T, b.reshape(b.size // N, N))
+
+
+@jit
+def matmul_nn(a, w):
+    """a [T,B,G] @ w [G,I] -> [T,B,I] (the input gradient)."""
+    T, B, G = a.shape
+    out = np.empty((T, B, w.shape[1]), a.dtype)
+    np.dot(a.reshape(T * B, G), w, out.reshape(T * B, w.shape[1]))
+    return out
+
+
+@jit
+def column_sums(a):
+    """a [T,B,G] summed over T and B: [G] (a bias gradient)."""
+    T, B, G = a.shape
+    out = np.zeros(G, a.dtype)
+    for t in range(T):
+        for b in range(B):
+            for j in range(G):
+                out[j] += a[t, b, j]
+    return out

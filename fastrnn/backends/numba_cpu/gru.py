@@ -1,8 +1,10 @@
 """GRU kernels (PyTorch's): r, z = sigmoid(...); n = tanh(W_in x + b_in + r (W_hn h + b_hn));
 h' = (1 - z) n + z h.
 
-Arrays arrive sorted longest first (:mod:`fastrnn.backends.ragged`): step t runs on rows
-[0, active[t]). In inference the per-step buffers have one time slot every step overwrites.
+The time loop of one batch part. Its rows arrive sorted longest first
+(:mod:`fastrnn.backends.ragged`), so step t runs on rows [0, active[t]). xw holds
+x @ w_ih^T for every step (one GEMM, done by the caller). In inference the per-step buffers
+have one time slot that every step overwrites.
 """
 
 import numpy as np
@@ -11,15 +13,13 @@ from ._common import jit, matmul_w, matmul_wt, one_like, sigmoid, tanh
 
 
 @jit
-def forward(x, w_ih, w_hh, b_ih, b_hh, h, active, reverse, training, y, h_prev, gates, hw_n):
+def forward(xw, w_hh, b_ih, b_hh, h, active, reverse, training, y, h_prev, gates,
+            hw_n):
     """Runs the layer; h [B,H] enters as h0 and leaves as h_n."""
-    T, B, I = x.shape
-    G = w_hh.shape[0]
+    T, B, G = xw.shape
     H = G // 3
     one = one_like(h[0, 0])
-    xw = np.empty((T, B, G), x.dtype)
-    np.dot(x.reshape(T * B, I), w_ih.T, xw.reshape(T * B, G))
-    hw = np.empty((B, G), x.dtype)
+    hw = np.empty((B, G), xw.dtype)
     for s in range(T):
         t = T - 1 - s if reverse else s
         n = active[t]
@@ -27,7 +27,7 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h, active, reverse, training, y, h_prev, 
             continue
         k = t if training else 0
         if training:
-            h_prev[k] = h
+            h_prev[k, :n] = h[:n]
         matmul_wt(h, w_hh, hw, n)
         for b in range(n):
             for j in range(H):

@@ -1,8 +1,9 @@
 """LSTM kernels (PyTorch's gates i, f, g, o; optional projection h = W_hr (o * tanh c)).
 
-Arrays arrive sorted longest first (:mod:`fastrnn.backends.ragged`): step t runs on rows
-[0, active[t]). In inference the per-step buffers (h_prev, gates, c_prev, tanh_c) have one
-time slot that every step overwrites.
+The time loop of one batch part. Its rows arrive sorted longest first
+(:mod:`fastrnn.backends.ragged`), so step t runs on rows [0, active[t]). xw holds
+x @ w_ih^T for every step (one GEMM, done by the caller). In inference the per-step buffers
+(h_prev, gates, c_prev, tanh_c) have one time slot that every step overwrites.
 """
 
 import numpy as np
@@ -11,17 +12,14 @@ from ._common import jit, matmul_w, matmul_wt, one_like, sigmoid, tanh
 
 
 @jit
-def forward(x, w_ih, w_hh, bias, w_hr, h, c, active, reverse, training,
+def forward(xw, w_hh, bias, w_hr, h, c, active, reverse, training,
             y, h_prev, gates, c_prev, tanh_c):
-    """Runs the layer; h [B,Hp] and c [B,H] enter as h0, c0 and leave as h_n, c_n."""
-    T, B, I = x.shape
-    G = w_hh.shape[0]
+    """Runs the layer; h [B,Hp] and c [B,H] enter as h0, c0, leave as h_n, c_n."""
+    T, B, G = xw.shape
     H = G // 4
     proj = w_hr.shape[0] > 0
-    xw = np.empty((T, B, G), x.dtype)
-    np.dot(x.reshape(T * B, I), w_ih.T, xw.reshape(T * B, G))
-    hw = np.empty((B, G), x.dtype)
-    m = np.empty((B, H), x.dtype)  # o * tanh(c), the (unprojected) output
+    hw = np.empty((B, G), xw.dtype)
+    m = np.empty((B, H), xw.dtype)  # o * tanh(c), the (unprojected) output
     for s in range(T):
         t = T - 1 - s if reverse else s
         n = active[t]
@@ -29,8 +27,8 @@ def forward(x, w_ih, w_hh, bias, w_hr, h, c, active, reverse, training,
             continue
         k = t if training else 0
         if training:
-            h_prev[k] = h
-            c_prev[k] = c
+            h_prev[k, :n] = h[:n]
+            c_prev[k, :n] = c[:n]
         matmul_wt(h, w_hh, hw, n)
         for b in range(n):
             for j in range(H):
@@ -55,11 +53,12 @@ def forward(x, w_ih, w_hh, bias, w_hr, h, c, active, reverse, training,
 
 
 @jit
-def backward(dy, dh, dc, w_hh, w_hr, active, reverse, gates, c_prev, tanh_c, dgates, dh_out):
-    """BPTT of :func:`forward`; dh, dc enter as dh_n, dc_n and leave as dh0, dc0.
+def backward(dy, dh, dc, w_hh, w_hr, active, reverse, gates, c_prev, tanh_c,
+             dgates, dh_out):
+    """BPTT of :func:`forward`; dh, dc enter as dh_n, dc_n, leave as dh0, dc0.
 
-    Writes dgates [T,B,4H] (gradient of the pre-activations; zero where inactive) and dh_out
-    [T,B,Hp] (gradient reaching each step's output, for the projection's weight gradient).
+    Writes dgates [T,B,4H] (gradient of the pre-activations; untouched where inactive) and
+    dh_out [T,B,Hp] (gradient reaching each step's output, for the projection's gradient).
     """
     T, B, Hp = dy.shape
     H = c_prev.shape[2]

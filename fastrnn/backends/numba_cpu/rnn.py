@@ -1,7 +1,9 @@
 """Elman RNN kernels: h' = act(W_ih x + b_ih + W_hh h + b_hh), act = tanh or relu.
 
-Arrays arrive sorted longest first (:mod:`fastrnn.backends.ragged`): step t runs on rows
-[0, active[t]). In inference the per-step buffers have one time slot every step overwrites.
+The time loop of one batch part. Its rows arrive sorted longest first
+(:mod:`fastrnn.backends.ragged`), so step t runs on rows [0, active[t]). xw holds
+x @ w_ih^T for every step (one GEMM, done by the caller). In inference the per-step buffers
+have one time slot that every step overwrites.
 """
 
 import numpy as np
@@ -10,15 +12,12 @@ from ._common import jit, matmul_w, matmul_wt, one_like, tanh
 
 
 @jit
-def forward(x, w_ih, w_hh, bias, h, active, reverse, training, relu, y, h_prev, h_new):
-    """Runs the layer; h [B,H] enters as h0 and leaves as h_n. h_new keeps each step's output
-    for backward (the activation's derivative is a function of it)."""
-    T, B, I = x.shape
-    H = w_hh.shape[0]
+def forward(xw, w_hh, bias, h, active, reverse, training, relu, y, h_prev, h_new):
+    """Runs the layer; h [B,H] enters as h0 and leaves as h_n. h_new keeps
+    each step's output for backward (the activation's derivative is a function of it)."""
+    T, B, H = xw.shape
     zero = one_like(h[0, 0]) * 0
-    xw = np.empty((T, B, H), x.dtype)
-    np.dot(x.reshape(T * B, I), w_ih.T, xw.reshape(T * B, H))
-    hw = np.empty((B, H), x.dtype)
+    hw = np.empty((B, H), xw.dtype)
     for s in range(T):
         t = T - 1 - s if reverse else s
         n = active[t]
@@ -26,7 +25,7 @@ def forward(x, w_ih, w_hh, bias, h, active, reverse, training, relu, y, h_prev, 
             continue
         k = t if training else 0
         if training:
-            h_prev[k] = h
+            h_prev[k, :n] = h[:n]
         matmul_wt(h, w_hh, hw, n)
         for b in range(n):
             for j in range(H):
@@ -39,7 +38,8 @@ def forward(x, w_ih, w_hh, bias, h, active, reverse, training, relu, y, h_prev, 
 
 @jit
 def backward(dy, dh, w_hh, active, reverse, relu, h_new, dpre):
-    """BPTT of :func:`forward`; dh enters as dh_n and leaves as dh0. Writes dpre [T,B,H]."""
+    """BPTT of :func:`forward`; dh enters as dh_n and leaves as dh0.
+    Writes dpre [T,B,H], the gradient of the pre-activations."""
     T, B, H = dy.shape
     one = one_like(dy[0, 0, 0])
     zero = one - one

@@ -1,0 +1,189 @@
+"""Benchmarks: every backend beside the NumPy reference and torch.nn, measured in one run.
+
+A case is one cell, one shape (T, B, I, H; one layer, one direction) and one mode: inference
+(forward in eval mode) or a training step (forward + backward, all gradients). Each backend
+runs the same case through the layer stack (torch: torch.nn on the CPU with the same thread
+count); the table reports the median time, GFLOP/s and the speed-up against the reference and
+against torch measured in the same run. Used by ``fastrnn bench`` and by ``bench/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from . import backends
+from .rnn import GRU, LSTM, RNN
+
+CELLS = ("rnn_tanh", "lstm", "gru")
+#: name -> (T, B, I, H)
+SHAPES = {
+    "streaming": (200, 1, 32, 64),
+    "medium": (50, 32, 128, 128),
+    "large": (100, 64, 256, 256),
+}
+MODES = ("inference", "training")
+GATE_COUNT = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+
+
+@dataclass(frozen=True)
+class Case:
+    cell: str
+    shape: str
+    mode: str
+
+    @property
+    def dims(self) -> tuple[int, int, int, int]:
+        return SHAPES[self.shape]
+
+    @property
+    def flops(self) -> float:
+        """2*T*B*(I+H)*G*H for a forward; a training step counts 3x that."""
+        T, B, I, H = self.dims
+        forward = 2.0 * T * B * (I + H) * GATE_COUNT[self.cell] * H
+        return forward * (3 if self.mode == "training" else 1)
+
+
+@dataclass
+class Result:
+    cell: str
+    shape: str
+    mode: str
+    backend: str
+    median_ms: float
+    gflops: float
+    vs_reference: float | None = None
+    vs_torch: float | None = None
+
+
+def _module(cell: str, I: int, H: int, backend: str):
+    if cell.startswith("rnn"):
+        return RNN(I, H, nonlinearity=cell[4:], backend=backend, seed=0)
+    return (LSTM if cell == "lstm" else GRU)(I, H, backend=backend, seed=0)
+
+
+def make_runner(case: Case, backend: str) -> Callable[[], Any]:
+    """A zero-argument function that runs `case` once on `backend` (or "torch")."""
+    T, B, I, H = case.dims
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    if backend == "torch":
+        return _torch_runner(case, x, dy)
+    m = _module(case.cell, I, H, backend)
+    if case.mode == "inference":
+        m.eval()
+        return lambda: m(x)
+
+    def step():
+        m(x)
+        m.backward(dy)
+
+    return step
+
+
+def _torch_runner(case: Case, x: np.ndarray, dy: np.ndarray) -> Callable[[], Any]:
+    import torch
+
+    T, B, I, H = case.dims
+    if case.cell.startswith("rnn"):
+        m = torch.nn.RNN(I, H, nonlinearity=case.cell[4:])
+    else:
+        m = (torch.nn.LSTM if case.cell == "lstm" else torch.nn.GRU)(I, H)
+    tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+    if case.mode == "inference":
+        m.eval()
+
+        def infer():
+            with torch.no_grad():
+                m(tx)
+
+        return infer
+    tx.requires_grad_(True)
+
+    def step():
+        y, _ = m(tx)
+        y.backward(tdy)
+
+    return step
+
+
+def measure(fn: Callable[[], Any], min_time: float = 0.5, min_repeats: int = 5,
+            max_repeats: int = 200) -> float:
+    """Median seconds of one call of fn, after one warm-up call."""
+    fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_repeats and (len(times) < min_repeats
+                                         or time.perf_counter() - start < min_time):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_backends() -> list[str]:
+    """Available backends, plus "torch" when torch is installed."""
+    names = [name for name, (ok, _) in backends.available().items() if ok]
+    try:
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        names.append("torch")
+    except ImportError:
+        pass
+    return names
+
+
+def run(cases: Iterable[Case], names: list[str] | None = None, min_time: float = 0.5,
+        progress: Callable[[str], None] | None = None) -> list[Result]:
+    """Measure every case on every backend; speed-ups are against the same run's numbers."""
+    names = names or bench_backends()
+    results: list[Result] = []
+    for case in cases:
+        row: dict[str, Result] = {}
+        for name in names:
+            if progress:
+                progress(f"{case.cell} {case.shape} {case.mode} {name}")
+            seconds = measure(make_runner(case, name), min_time=min_time)
+            row[name] = Result(case.cell, case.shape, case.mode, name, seconds * 1e3,
+                               case.flops / seconds / 1e9)
+        for r in row.values():
+            if "reference" in row:
+                r.vs_reference = row["reference"].median_ms / r.median_ms
+            if "torch" in row:
+                r.vs_torch = row["torch"].median_ms / r.median_ms
+        results.extend(row.values())
+    return results
+
+
+def grid(cells: Iterable[str] = CELLS, shapes: Iterable[str] = tuple(SHAPES),
+         modes: Iterable[str] = MODES) -> list[Case]:
+    return [Case(c, s, m) for c in cells for s in shapes for m in modes]
+
+
+def format_table(results: list[Result]) -> str:
+    header = (f"{'cell':<9}{'shape':<10}{'mode':<10}{'backend':<10}{'ms':>10}"
+              f"{'GFLOP/s':>9}{'vs ref':>8}{'vs torch':>9}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        vs_ref = f"{r.vs_reference:.1f}x" if r.vs_reference else "-"
+        vs_torch = f"{r.vs_torch:.2f}x" if r.vs_torch else "-"
+        lines.append(f"{r.cell:<9}{r.shape:<10}{r.mode:<10}{r.backend:<10}"
+                     f"{r.median_ms:>10.3f}{r.gflops:>9.1f}{vs_ref:>8}{vs_torch:>9}")
+    return "\n".join(lines)
+
+
+def save_json(results: list[Result], path: str, info: dict[str, Any]) -> None:
+    """Write results and machine info to `path` atomically (temp file, then rename)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump({"machine": info, "results": [asdict(r) for r in results]}, f, indent=2)
+    os.replace(tmp, path)

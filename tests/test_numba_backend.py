@@ -1,0 +1,50 @@
+"""Numba-backend specifics: the batch-parts path and the on-disk compile cache."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastrnn import backends
+
+from .helpers import make_problem
+from .test_conformance import check_backend
+
+numba_cpu = pytest.importorskip("fastrnn.backends.numba_cpu")
+pytestmark = pytest.mark.skipif(not backends.available()["numba"][0], reason="numba missing")
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_parts_conform(monkeypatch, cell, dtype):
+    """Force the batch to be split into parts (one per core) on small, ragged problems."""
+    monkeypatch.setattr(numba_cpu, "MIN_PART_COLUMNS", 0)
+    monkeypatch.setattr(numba_cpu, "MIN_PART_ROWS", 2)
+    monkeypatch.setattr("fastrnn.parallel.cores", lambda: 3)  # three parts, even on 2 cores
+    for ragged, reverse in ((False, False), (True, False), (True, True)):
+        pb = make_problem(cell, T=7, B=11, I=5, H=6, P=3 if cell == "lstm" else 0,
+                          ragged=ragged, reverse=reverse, seed=11)
+        check_backend("numba", pb, dtype)
+
+
+def test_second_process_loads_kernels_from_the_cache():
+    """cache=True: after this process compiled them, a new process must not compile again."""
+    pb = make_problem("gru", T=3, B=2, I=2, H=3, dtype=np.float32)
+    nb = backends.get("numba")
+    nb.backward(pb.dy, pb.dh_n, None, nb.forward(*pb.args(), **pb.kwargs()).ctx)
+    code = (
+        "import numpy as np, time; from fastrnn import backends\n"
+        "from fastrnn.backends.numba_cpu import gru\n"
+        "nb = backends.get('numba'); x = np.ones((3, 2, 2), np.float32)\n"
+        "w = np.ones((9, 2), np.float32) * 0.1; u = np.ones((9, 3), np.float32) * 0.1\n"
+        "b = np.zeros(9, np.float32); h = np.zeros((2, 3), np.float32)\n"
+        "out = nb.forward('gru', x, w, u, b, b, h)\n"
+        "nb.backward(out.y, None, None, out.ctx)\n"
+        "print(len(gru.forward.stats.cache_misses), len(gru.forward.stats.cache_hits))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    misses, hits = map(int, done.stdout.split())
+    assert misses == 0 and hits >= 1
