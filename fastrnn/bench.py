@@ -187,3 +187,69 @@ def save_json(results: list[Result], path: str, info: dict[str, Any]) -> None:
     with open(tmp, "w") as f:
         json.dump({"machine": info, "results": [asdict(r) for r in results]}, f, indent=2)
     os.replace(tmp, path)
+
+
+_LATENCY_SCRIPT = """
+import time, numpy as np
+t0 = time.perf_counter()
+import fastrnn
+m = fastrnn.{cls}(16, 32, backend={backend!r}, seed=0)
+x = np.ones((5, 2, 16), np.float32)
+t1 = time.perf_counter()
+y, _ = m(x)
+m.backward(np.ones_like(y))
+print(time.perf_counter() - t1)
+"""
+
+
+def first_call_seconds(backend: str, cell: str = "lstm", cache_dir: str | None = None) -> float:
+    """Seconds of the first training step (forward + backward, float32) in a new process.
+
+    With Numba, pass the same fresh `cache_dir` twice: the first call compiles (cold), the
+    second loads the compiled kernels from the cache (warm).
+    """
+    import subprocess
+    import sys
+
+    cls = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN"}[cell]
+    env = dict(os.environ)
+    if cache_dir:
+        env["NUMBA_CACHE_DIR"] = cache_dir
+    done = subprocess.run([sys.executable, "-c", _LATENCY_SCRIPT.format(cls=cls, backend=backend)],
+                          capture_output=True, text=True, env=env, timeout=600, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def plot(results: list[Result], path: str) -> None:
+    """Bar chart of the speed-up against the reference, one panel per mode; saved atomically."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("--plot needs matplotlib: pip install 'fastrnn[plot]'") from exc
+    modes = sorted({r.mode for r in results})
+    names = list(dict.fromkeys(r.backend for r in results))
+    fig, axes = plt.subplots(len(modes), 1, figsize=(10, 3.5 * len(modes)), squeeze=False)
+    for ax, mode in zip(axes[:, 0], modes, strict=True):
+        rows = [r for r in results if r.mode == mode]
+        labels = list(dict.fromkeys(f"{r.cell}\n{r.shape}" for r in rows))
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            speed = {f"{r.cell}\n{r.shape}": r.vs_reference or 0 for r in rows
+                     if r.backend == name}
+            ax.bar([j + i * width for j in range(len(labels))],
+                   [speed.get(label, 0) for label in labels], width, label=name)
+        ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(labels))], labels)
+        ax.set_yscale("log")
+        ax.set_ylabel("speed-up vs reference")
+        ax.set_title(mode)
+        ax.axhline(1, color="grey", lw=0.5)
+        ax.legend()
+    fig.tight_layout()
+    suffix = os.path.splitext(path)[1] or ".png"
+    tmp = f"{path}.tmp{os.getpid()}{suffix}"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)

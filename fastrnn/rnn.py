@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import backends
+from . import backends, parallel
 from .backends.contract import GATES, check_lengths
 
 State = np.ndarray | tuple[np.ndarray, np.ndarray]
@@ -239,6 +239,13 @@ class RNNBase:
 
     # ---------------------------------------------------------------- forward and backward
 
+    def _per_direction(self, run) -> list:
+        """run(direction) for each direction; concurrently when the backend allows it."""
+        tasks = [lambda d=d: run(d) for d in range(self.num_directions)]
+        if self._backend.releases_gil:
+            return parallel.run(tasks)
+        return [task() for task in tasks]
+
     def __call__(self, x: Any, hx: Any = None, lengths: Any = None):
         return self.forward(x, hx, lengths)
 
@@ -265,16 +272,20 @@ class RNNBase:
         saved = []
         layer_input = x
         for layer in range(self.num_layers):
-            outputs, ctxs = [], []
-            for direction in range(self.num_directions):
+
+            def run(direction: int, layer: int = layer, layer_input: np.ndarray = layer_input):
                 k = layer * self.num_directions + direction
                 p = {arg: self.params[name] for arg, name in self._names(layer, direction).items()}
-                out = self._backend.forward(
+                return self._backend.forward(
                     self.cell, layer_input, p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"),
                     h0[k], None if c0 is None else c0[k], w_hr=p.get("w_hr"), lengths=lengths,
                     reverse=direction == 1, training=self.training)
-                outputs.append(out.y)
-                ctxs.append(out.ctx)
+
+            results = self._per_direction(run)
+            outputs = [out.y for out in results]
+            ctxs = [out.ctx for out in results]
+            for direction, out in enumerate(results):
+                k = layer * self.num_directions + direction
                 h_n[k] = out.h_n
                 if c_n is not None:
                     c_n[k] = out.c_n
@@ -321,11 +332,17 @@ class RNNBase:
             ctxs, mask = self._saved[layer]
             if mask is not None:
                 d_out = d_out * mask
-            d_in = None
-            for direction, ctx in enumerate(ctxs):
+
+            def run(direction: int, layer: int = layer, d_out: np.ndarray = d_out,
+                    ctxs: list = ctxs):
                 k = layer * self.num_directions + direction
                 d_y = np.ascontiguousarray(d_out[:, :, direction * Hout:(direction + 1) * Hout])
-                g = self._backend.backward(d_y, dh[k], None if dc is None else dc[k], ctx)
+                return self._backend.backward(d_y, dh[k], None if dc is None else dc[k],
+                                              ctxs[direction])
+
+            d_in = None
+            for direction, g in enumerate(self._per_direction(run)):
+                k = layer * self.num_directions + direction
                 d_in = g.dx if d_in is None else d_in + g.dx
                 dh0[k] = g.dh0
                 if dc0 is not None:

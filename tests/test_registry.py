@@ -122,3 +122,20 @@ def test_module_entry_point_runs():
 def test_cli_without_command_prints_help(capsys):
     assert main([]) == 2
     assert "info" in capsys.readouterr().out
+
+
+def test_bench_command_writes_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--cells", "gru", "--shapes", "streaming", "--modes", "inference",
+                 "--backends", "reference", "--min-time", "0.01", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "gru" in text and "reference" in text and "GFLOP/s" in text and "openblas" in text
+    saved = json.loads(out.read_text())
+    (row,) = saved["results"]
+    assert row["backend"] == "reference" and row["median_ms"] > 0 and row["vs_reference"] == 1
+    assert saved["machine"]["blas"]
+
+
+def test_bench_command_rejects_unknown_backend(capsys):
+    assert main(["bench", "--backends", "warp", "--quick"]) == 1
+    assert "unknown backend 'warp'" in capsys.readouterr().err

@@ -99,6 +99,8 @@ class Backend:
     def __init__(self, name: str, module: ModuleType):
         self.name = name
         self.module = module
+        #: whether calls may run concurrently on several threads (compiled, GIL released)
+        self.releases_gil = bool(getattr(module, "RELEASES_GIL", False))
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
