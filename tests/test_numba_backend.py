@@ -1,5 +1,6 @@
 """Numba-backend specifics: the batch-parts path and the on-disk compile cache."""
 
+import os
 import subprocess
 import sys
 
@@ -19,8 +20,8 @@ pytestmark = pytest.mark.skipif(not backends.available()["numba"][0], reason="nu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_batch_parts_conform(monkeypatch, cell, dtype):
     """Force the batch to be split into parts (one per core) on small, ragged problems."""
-    monkeypatch.setattr(numba_cpu, "MIN_PART_COLUMNS", 0)
-    monkeypatch.setattr(numba_cpu, "MIN_PART_ROWS", 2)
+    monkeypatch.setattr(numba_cpu._driver, "min_part_columns", 0)
+    monkeypatch.setattr(numba_cpu._driver, "min_part_rows", 2)
     monkeypatch.setattr("fastrnn.parallel.cores", lambda: 3)  # three parts, even on 2 cores
     for ragged, reverse in ((False, False), (True, False), (True, True)):
         pb = make_problem(cell, T=7, B=11, I=5, H=6, P=3 if cell == "lstm" else 0,
@@ -48,3 +49,20 @@ def test_second_process_loads_kernels_from_the_cache():
     assert done.returncode == 0, done.stderr
     misses, hits = map(int, done.stdout.split())
     assert misses == 0 and hits >= 1
+
+
+def test_a_changed_common_module_invalidates_the_kernel_cache():
+    """Numba's cache does not see changes to inlined helpers; the backend touches the kernel
+    files when _common.py's hash differs from the one it last saw."""
+    marker = numba_cpu._HERE / "__pycache__" / "fastrnn-common.stamp"
+    if not os.access(numba_cpu._HERE, os.W_OK):
+        pytest.skip("read-only installation")
+    kernel = numba_cpu._HERE / "lstm.py"
+    os.utime(kernel, (1_000_000_000, 1_000_000_000))
+    marker.write_text("stale")
+    numba_cpu._refresh_stale_cache()
+    assert kernel.stat().st_mtime > 1_000_000_000
+    assert marker.read_text() != "stale"
+    before = kernel.stat().st_mtime
+    numba_cpu._refresh_stale_cache()  # unchanged: nothing is touched
+    assert kernel.stat().st_mtime == before

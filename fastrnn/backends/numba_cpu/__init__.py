@@ -1,35 +1,22 @@
 """Numba CPU backend: fused forward and BPTT kernels compiled by Numba (cached on disk).
 
-Each cell's time loops live in their own module (:mod:`.rnn`, :mod:`.lstm`, :mod:`.gru`);
-this module implements the kernel contract of :mod:`fastrnn.backends.contract` around them:
-
-- the batch is sorted longest first, so a ragged batch costs only its valid steps, and a
-  large batch is dealt into parts, one per core (:class:`~fastrnn.backends.ragged.BatchPlan`);
-- each part runs the whole problem on its own thread with a single-threaded BLAS and no
-  barrier between steps (:mod:`fastrnn.parallel`): the input projection of all steps as one
-  GEMM, the time loop, and after the backward loop dx, dw_ih, dw_hh as whole-sequence GEMMs.
-  The parts' weight gradients are summed at the end.
+Each cell's time loops live in their own module (:mod:`.rnn`, :mod:`.lstm`, :mod:`.gru`) and
+the whole-sequence products in :mod:`._common`; :class:`~fastrnn.backends.fused.FusedDriver`
+implements the kernel contract around them (batch parts, ragged order, weight gradients).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import hashlib
+import os
+from pathlib import Path
+from types import SimpleNamespace
 
-import numpy as np
+from ..fused import FusedDriver
 
-from ... import parallel
-from ..ragged import BatchPlan
-from ._common import column_sums, matmul_nn, matmul_tn, project
-
-#: A part gets at least this many rows: below it a step's products are too small to split.
-MIN_PART_ROWS = 8
-#: Parts only pay when a step's product is wide (G*H columns): measured on 2 cores, parts
-#: made GRU/LSTM (G*H >= 384) 1.1-1.3x faster but the Elman RNN at H=256 2x slower, where one
-#: multi-threaded OpenBLAS call beats two single-threaded ones running side by side.
-MIN_PART_COLUMNS = 384
 #: The kernels release the GIL, so the stack may run directions concurrently.
 RELEASES_GIL = True
+_HERE = Path(__file__).parent
 
 
 def available() -> tuple[bool, str]:
@@ -38,194 +25,41 @@ def available() -> tuple[bool, str]:
     return True, f"numba {numba.__version__}, kernels JIT-compiled on first use and cached"
 
 
-@dataclass
-class _Part:
-    """What backward needs from one part's forward."""
-
-    x: np.ndarray  # the part's input, sorted
-    active: np.ndarray
-    h_prev: np.ndarray
-    buffers: tuple  # the cell's own saved activations
-
-
-@dataclass
-class _Context:
-    plan: BatchPlan
-    parts: list[_Part]
-    w_ih: np.ndarray
-    w_hh: np.ndarray
-    has_bias: bool
-    reverse: bool
-    w_hr: np.ndarray | None = None
-    relu: bool = False
-
-
-def _forward(x, states, lengths, training, run_part: Callable, ctx_args: tuple):
-    """Run run_part(x_part, *state_parts, active) on every part concurrently and merge.
-
-    run_part returns (y, *states_out, part_context); returns (y, *states, context or None).
-    """
-    T, B, _ = x.shape
-    wide = ctx_args[1].shape[0] >= MIN_PART_COLUMNS  # w_hh: [G*H, Hp]
-    parts = len(parallel.shards(B, parallel.cores(), MIN_PART_ROWS)) if wide else 1
-    plan = BatchPlan(lengths, T, B, parts)
-
-    def one(p: int):
-        own = [np.array(plan.gather(s, 0, p)) for s in states]  # the kernels update these
-        return run_part(plan.gather(x, 1, p), *own, plan.active[p])
-
-    results = parallel.run([lambda p=p: one(p) for p in range(parts)])
-    y = plan.scatter([r[0] for r in results], 1)
-    out = [plan.scatter([r[1 + i] for r in results], 0) for i in range(len(states))]
-    ctx = _Context(plan, [r[-1] for r in results], *ctx_args) if training else None
-    return (y, *out, ctx)
+def _refresh_stale_cache() -> None:
+    """Numba keys a cached kernel on its own file's mtime and size only, not on the helpers it
+    inlines from _common.py: when _common.py changes (an upgrade of an editable install, a
+    developer's edit), touch the kernel files so their cached machine code is rebuilt rather
+    than silently reused."""
+    stamp = hashlib.sha256((_HERE / "_common.py").read_bytes()).hexdigest()
+    marker = _HERE / "__pycache__" / "fastrnn-common.stamp"
+    try:
+        if marker.read_text() == stamp:
+            return
+    except OSError:
+        pass
+    try:
+        for name in ("rnn.py", "lstm.py", "gru.py"):
+            os.utime(_HERE / name)
+        marker.parent.mkdir(exist_ok=True)
+        marker.write_text(stamp)
+    except OSError:  # read-only install: pip gave every file a fresh mtime anyway
+        pass
 
 
-def _backward(dy, dstates, ctx: _Context, run_part: Callable):
-    """Run run_part(dy_part, *dstate_parts, part) on every part concurrently and merge:
-    dx and the state gradients put back in batch order, the weight gradients summed."""
-    plan = ctx.plan
+def _kernels() -> SimpleNamespace:
+    _refresh_stale_cache()
+    from . import _common, gru, lstm, rnn
 
-    def one(p: int):
-        own = [np.array(plan.gather(d, 0, p)) for d in dstates]  # updated in place
-        return run_part(plan.gather(dy, 1, p), *own, ctx.parts[p])
-
-    results = parallel.run([lambda p=p: one(p) for p in range(plan.parts)])
-    n = len(dstates)
-    dx = plan.scatter([r[0] for r in results], 1)
-    dstate0 = [plan.scatter([r[1 + i] for r in results], 0) for i in range(n)]
-    weights = [None if r0 is None else sum(r[i] for r in results)
-               for i, r0 in enumerate(results[0]) if i > n]
-    return (dx, *dstate0, *weights)
+    return SimpleNamespace(
+        rnn_forward=rnn.forward, rnn_backward=rnn.backward,
+        lstm_forward=lstm.forward, lstm_backward=lstm.backward,
+        gru_forward=gru.forward, gru_backward=gru.backward,
+        project=_common.project, matmul_nn=_common.matmul_nn, matmul_tn=_common.matmul_tn,
+        column_sums=_common.column_sums,
+    )
 
 
-def _alloc(x: np.ndarray, width: int, training: bool) -> np.ndarray:
-    """A saved per-step buffer [T,B,width] (one time slot in inference), zeroed: steps a
-    sequence does not own are never written, and backward multiplies them by 0, which must not
-    meet uninitialised NaNs."""
-    return np.zeros((x.shape[0] if training else 1, x.shape[1], width), x.dtype)
-
-
-def _param_grads(ctx: _Context, part: _Part, dg_in, dg_rec, *dstates):
-    """One part's dx, state gradients, dw_ih, dw_hh, db_ih, db_hh (whole-sequence GEMMs)."""
-    dx = matmul_nn(dg_in, ctx.w_ih)
-    dw_ih = matmul_tn(dg_in, part.x)
-    dw_hh = matmul_tn(dg_rec, part.h_prev)
-    biases = (column_sums(dg_in), column_sums(dg_rec)) if ctx.has_bias else (None, None)
-    return (dx, *dstates, dw_ih, dw_hh, *biases)
-
-
-def _bias(b_ih: np.ndarray | None, b_hh: np.ndarray | None, size: int, dtype) -> np.ndarray:
-    """b_ih + b_hh (zeros without bias): both enter every gate of RNN and LSTM the same way."""
-    return np.zeros(size, dtype) if b_ih is None else b_ih + b_hh
-
-
-# ------------------------------------------------------------------------------- RNN
-
-
-def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, training, nonlinearity):
-    from . import rnn
-
-    H = w_hh.shape[0]
-    bias = _bias(b_ih, b_hh, H, x.dtype)
-    relu = nonlinearity == "relu"
-
-    def part(xp, h, active):
-        y = np.zeros((*xp.shape[:2], H), xp.dtype)
-        h_prev, h_new = _alloc(y, H, training), _alloc(y, H, training)
-        rnn.forward(project(xp, w_ih), w_hh, bias, h, active, reverse, training, relu,
-                    y, h_prev, h_new)
-        return y, h, _Part(xp, active, h_prev, (h_new,))
-
-    return _forward(x, (h0,), lengths, training, part,
-                    (w_ih, w_hh, b_ih is not None, reverse, None, relu))
-
-
-def rnn_backward(dy, dh_n, ctx: _Context):
-    from . import rnn
-
-    def part(dyp, dh, p: _Part):
-        dpre = np.zeros((*dyp.shape[:2], ctx.w_hh.shape[0]), dyp.dtype)
-        rnn.backward(dyp, dh, ctx.w_hh, p.active, ctx.reverse, ctx.relu, p.buffers[0], dpre)
-        return _param_grads(ctx, p, dpre, dpre, dh)
-
-    return _backward(dy, (dh_n,), ctx, part)
-
-
-# ------------------------------------------------------------------------------- LSTM
-
-
-def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, training):
-    from . import lstm
-
-    H = w_hh.shape[0] // 4
-    bias = _bias(b_ih, b_hh, 4 * H, x.dtype)
-    proj = np.empty((0, H), x.dtype) if w_hr is None else w_hr
-
-    def part(xp, h, c, active):
-        y = np.zeros((*xp.shape[:2], h.shape[1]), xp.dtype)
-        h_prev = _alloc(y, h.shape[1], training)
-        gates, c_prev, tanh_c = (_alloc(y, 4 * H, training), _alloc(y, H, training),
-                                 _alloc(y, H, training))
-        lstm.forward(project(xp, w_ih), w_hh, bias, proj, h, c, active, reverse, training,
-                     y, h_prev, gates, c_prev, tanh_c)
-        return y, h, c, _Part(xp, active, h_prev, (gates, c_prev, tanh_c))
-
-    return _forward(x, (h0, c0), lengths, training, part,
-                    (w_ih, w_hh, b_ih is not None, reverse, w_hr))
-
-
-def lstm_backward(dy, dh_n, dc_n, ctx: _Context):
-    from . import lstm
-
-    H = ctx.w_hh.shape[0] // 4
-    proj = np.empty((0, H), dy.dtype) if ctx.w_hr is None else ctx.w_hr
-
-    def part(dyp, dh, dc, p: _Part):
-        gates, c_prev, tanh_c = p.buffers
-        dgates = np.zeros_like(gates)
-        dh_out = np.zeros_like(dyp)
-        lstm.backward(dyp, dh, dc, ctx.w_hh, proj, p.active, ctx.reverse, gates, c_prev,
-                      tanh_c, dgates, dh_out)
-        dw_hr = None
-        if ctx.w_hr is not None:
-            out = gates[:, :, 3 * H:] * tanh_c  # o * tanh(c): what the projection saw
-            dw_hr = matmul_tn(dh_out, out)
-        return (*_param_grads(ctx, p, dgates, dgates, dh, dc), dw_hr)
-
-    return _backward(dy, (dh_n, dc_n), ctx, part)
-
-
-# ------------------------------------------------------------------------------- GRU
-
-
-def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, training):
-    from . import gru
-
-    H = w_hh.shape[0] // 3
-    zeros = np.zeros(3 * H, x.dtype)
-    bi, bh = (zeros, zeros) if b_ih is None else (b_ih, b_hh)
-
-    def part(xp, h, active):
-        y = np.zeros((*xp.shape[:2], H), xp.dtype)
-        h_prev, gates, hw_n = (_alloc(y, H, training), _alloc(y, 3 * H, training),
-                               _alloc(y, H, training))
-        gru.forward(project(xp, w_ih), w_hh, bi, bh, h, active, reverse, training,
-                    y, h_prev, gates, hw_n)
-        return y, h, _Part(xp, active, h_prev, (gates, hw_n))
-
-    return _forward(x, (h0,), lengths, training, part,
-                    (w_ih, w_hh, b_ih is not None, reverse))
-
-
-def gru_backward(dy, dh_n, ctx: _Context):
-    from . import gru
-
-    def part(dyp, dh, p: _Part):
-        gates, hw_n = p.buffers
-        dg_in, dg_rec = np.zeros_like(gates), np.zeros_like(gates)
-        gru.backward(dyp, dh, ctx.w_hh, p.active, ctx.reverse, p.h_prev, gates, hw_n,
-                     dg_in, dg_rec)
-        return _param_grads(ctx, p, dg_in, dg_rec, dh)
-
-    return _backward(dy, (dh_n,), ctx, part)
+_driver = FusedDriver(_kernels())
+rnn_forward, rnn_backward = _driver.rnn_forward, _driver.rnn_backward
+lstm_forward, lstm_backward = _driver.lstm_forward, _driver.lstm_backward
+gru_forward, gru_backward = _driver.gru_forward, _driver.gru_backward
