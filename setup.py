@@ -2,7 +2,10 @@
 
 The Cython kernels are optional at run time: if no compiler is at hand, or a source fails to
 build, the package still installs and the other backends serve (``fastrnn info`` says why the
-Cython backend is missing). Set FASTRNN_REQUIRE_CYTHON=1 to make a failed build an error.
+Cython backend is missing). Environment:
+
+- FASTRNN_REQUIRE_CYTHON=1: a failed build is an error (CI sets it).
+- FASTRNN_PORTABLE=1: no -march=native (for wheels that run on other CPUs).
 """
 
 import os
@@ -24,21 +27,25 @@ def _extensions() -> list:
     from Cython.Build import cythonize
     from setuptools import Extension
 
-    compile_args = ["-O3", "-fopenmp", "-fno-trapping-math"]
+    # -fno-trapping-math lets gcc vectorise the gate passes (DESIGN.md); no -ffast-math, which
+    # would break the saturation of sigmoid at large |x|.
+    flags = ["-O3", "-fno-trapping-math"]
+    if os.environ.get("FASTRNN_PORTABLE") != "1":
+        flags.append("-march=native")
     extensions = [
         Extension(
             f"fastrnn._kernels.{pyx.stem}",
-            # a kernel's C helpers are named <stem>_*.c beside its .pyx
-            [f"{SRC}/{pyx.name}", *sorted(f"{SRC}/{c.name}"
-                                          for c in (HERE / SRC).glob(f"{pyx.stem}_*.c"))],
+            [f"{SRC}/{pyx.name}"],
             include_dirs=[numpy.get_include(), SRC],
-            extra_compile_args=compile_args,
-            extra_link_args=["-fopenmp"],
+            extra_compile_args=flags,
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            depends=[str(p.relative_to(HERE)) for p in (HERE / SRC).glob("*.[hp]x*")]
+            + [str(p.relative_to(HERE)) for p in (HERE / SRC).glob("*.h")],
         )
         for pyx in sources
     ]
-    return cythonize(extensions, compiler_directives={"language_level": "3"}, quiet=True)
+    return cythonize(extensions, include_path=[SRC], quiet=True,
+                     compiler_directives={"language_level": "3"})
 
 
 class OptionalBuildExt(build_ext):

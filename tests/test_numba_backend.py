@@ -1,4 +1,4 @@
-"""Numba-backend specifics: the batch-parts path and the on-disk compile cache."""
+"""Numba-backend specifics: the on-disk compile cache."""
 
 import os
 import subprocess
@@ -10,23 +10,9 @@ import pytest
 from fastrnn import backends
 
 from .helpers import make_problem
-from .test_conformance import check_backend
 
 numba_cpu = pytest.importorskip("fastrnn.backends.numba_cpu")
 pytestmark = pytest.mark.skipif(not backends.available()["numba"][0], reason="numba missing")
-
-
-@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_batch_parts_conform(monkeypatch, cell, dtype):
-    """Force the batch to be split into parts (one per core) on small, ragged problems."""
-    monkeypatch.setattr(numba_cpu._driver, "min_part_columns", 0)
-    monkeypatch.setattr(numba_cpu._driver, "min_part_rows", 2)
-    monkeypatch.setattr("fastrnn.parallel.cores", lambda: 3)  # three parts, even on 2 cores
-    for ragged, reverse in ((False, False), (True, False), (True, True)):
-        pb = make_problem(cell, T=7, B=11, I=5, H=6, P=3 if cell == "lstm" else 0,
-                          ragged=ragged, reverse=reverse, seed=11)
-        check_backend("numba", pb, dtype)
 
 
 def test_second_process_loads_kernels_from_the_cache():

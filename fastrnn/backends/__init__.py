@@ -18,10 +18,11 @@ __all__ = ["GATES", "Backend", "Forward", "Grads", "KernelContext", "available",
 #: name -> module, in order of preference for the default (fastest first). "cuda" is never
 #: chosen by default: it would copy NumPy arrays to a GPU and back on every call.
 _MODULES = {
+    "cython": "fastrnn.backends.cython_cpu",
     "numba": "fastrnn.backends.numba_cpu",
     "reference": "fastrnn.backends.reference",
 }
-_DEFAULT_ORDER = ("numba", "reference")
+_DEFAULT_ORDER = ("cython", "numba", "reference")
 ENV_VAR = "FASTRNN_BACKEND"
 
 _cache: dict[str, Backend] = {}

@@ -1,0 +1,1 @@
+"""Extension modules compiled from src_kernels/ at install time (see setup.py)."""

@@ -1,0 +1,105 @@
+# cython: language_level=3
+"""Shared by the Cython kernels: BLAS products (SciPy's cython_blas, the same OpenBLAS that
+Numba calls) on row-major buffers, and fused-type wrappers of the C gate passes (gates.h)."""
+
+from cython cimport floating
+from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
+
+
+cdef extern from "gates.h" nogil:
+    void add_f(const float *a, const float *b, float *out, long count)
+    void add_d(const double *a, const double *b, double *out, long count)
+    void add_to_f(float *out, const float *b, long count)
+    void add_to_d(double *out, const double *b, long count)
+    void rnn_fwd_f(const float *xw, const float *hw, const float *bias, float *h,
+                   float *h_new, long n, long H, int relu)
+    void rnn_fwd_d(const double *xw, const double *hw, const double *bias, double *h,
+                   double *h_new, long n, long H, int relu)
+    void rnn_bwd_f(const float *dh, const float *dy, const float *h_new, float *dpre, long n,
+                   long H, int relu)
+    void rnn_bwd_d(const double *dh, const double *dy, const double *h_new, double *dpre,
+                   long n, long H, int relu)
+    void lstm_fwd_f(const float *xw, const float *hw, const float *bias, float *c, float *m,
+                    float *gates, float *tanh_c, long n, long H)
+    void lstm_fwd_d(const double *xw, const double *hw, const double *bias, double *c,
+                    double *m, double *gates, double *tanh_c, long n, long H)
+    void lstm_bwd_f(const float *dm, const float *gates, const float *c_prev,
+                    const float *tanh_c, float *dc, float *dgates, long n, long H)
+    void lstm_bwd_d(const double *dm, const double *gates, const double *c_prev,
+                    const double *tanh_c, double *dc, double *dgates, long n, long H)
+    void gru_fwd_f(const float *xw, const float *hw, const float *b_ih, const float *b_hh,
+                   float *h, float *gates, float *hw_n, long n, long H)
+    void gru_fwd_d(const double *xw, const double *hw, const double *b_ih,
+                   const double *b_hh, double *h, double *gates, double *hw_n, long n, long H)
+    void gru_bwd_f(const float *dh, const float *dy, const float *h_prev, const float *gates,
+                   const float *hw_n, float *dg_in, float *dg_rec, float *direct, long n,
+                   long H)
+    void gru_bwd_d(const double *dh, const double *dy, const double *h_prev,
+                   const double *gates, const double *hw_n, double *dg_in, double *dg_rec,
+                   double *direct, long n, long H)
+
+
+cdef inline void matmul_wt(floating *a, floating *w, floating *out, int n, int N,
+                           int K) noexcept nogil:
+    """out[n,N] = a[n,K] @ w[N,K]^T (row-major); one row goes to gemv."""
+    cdef char tr = b'T'
+    cdef char nt = b'N'
+    cdef int inc = 1
+    cdef floating one = 1
+    cdef floating zero = 0
+    if n == 1:
+        if floating is float:
+            sgemv(&tr, &K, &N, &one, w, &K, a, &inc, &zero, out, &inc)
+        else:
+            dgemv(&tr, &K, &N, &one, w, &K, a, &inc, &zero, out, &inc)
+    elif n > 1:
+        if floating is float:
+            sgemm(&tr, &nt, &N, &n, &K, &one, w, &K, a, &K, &zero, out, &N)
+        else:
+            dgemm(&tr, &nt, &N, &n, &K, &one, w, &K, a, &K, &zero, out, &N)
+
+
+cdef inline void matmul_w(floating *a, floating *w, floating *out, int n, int N,
+                          int K) noexcept nogil:
+    """out[n,K] = a[n,N] @ w[N,K] (row-major); one row goes to gemv."""
+    cdef char nt = b'N'
+    cdef int inc = 1
+    cdef floating one = 1
+    cdef floating zero = 0
+    if n == 1:
+        if floating is float:
+            sgemv(&nt, &K, &N, &one, w, &K, a, &inc, &zero, out, &inc)
+        else:
+            dgemv(&nt, &K, &N, &one, w, &K, a, &inc, &zero, out, &inc)
+    elif n > 1:
+        if floating is float:
+            sgemm(&nt, &nt, &K, &n, &N, &one, w, &K, a, &N, &zero, out, &K)
+        else:
+            dgemm(&nt, &nt, &K, &n, &N, &one, w, &K, a, &N, &zero, out, &K)
+
+
+cdef inline void matmul_tn(floating *a, floating *b, floating *out, int rows, int M,
+                           int N) noexcept nogil:
+    """out[M,N] = a[rows,M]^T @ b[rows,N] (row-major)."""
+    cdef char tr = b'T'
+    cdef char nt = b'N'
+    cdef floating one = 1
+    cdef floating zero = 0
+    if floating is float:
+        sgemm(&nt, &tr, &N, &M, &rows, &one, b, &N, a, &M, &zero, out, &N)
+    else:
+        dgemm(&nt, &tr, &N, &M, &rows, &one, b, &N, a, &M, &zero, out, &N)
+
+
+cdef inline void add(floating *a, floating *b, floating *out, long count) noexcept nogil:
+    if floating is float:
+        add_f(a, b, out, count)
+    else:
+        add_d(a, b, out, count)
+
+
+cdef inline void add_to(floating *out, floating *b, long count) noexcept nogil:
+    if floating is float:
+        add_to_f(out, b, count)
+    else:
+        add_to_d(out, b, count)

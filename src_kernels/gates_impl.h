@@ -1,0 +1,167 @@
+/* One precision of the gate passes; included by gates.h with REAL and SUFFIX defined. */
+#define FR_CAT2(a, b) a##_##b
+#define FR_CAT(a, b) FR_CAT2(a, b)
+#define FR(name) FR_CAT(name, SUFFIX)
+
+static inline REAL FR(sigm)(REAL x) {
+    const REAL half = (REAL)0.5;
+    return half + half * FR(tanh)(half * x);
+}
+
+/* out[i] = a[i] + b[i] */
+static inline void FR(add)(const REAL *restrict a, const REAL *restrict b, REAL *restrict out,
+                           long count) {
+    for (long i = 0; i < count; i++) out[i] = a[i] + b[i];
+}
+
+/* out[i] += b[i] */
+static inline void FR(add_to)(REAL *restrict out, const REAL *restrict b, long count) {
+    for (long i = 0; i < count; i++) out[i] += b[i];
+}
+
+/* ---------------------------------------------------------------- Elman RNN */
+
+static inline void FR(rnn_fwd)(const REAL *restrict xw, const REAL *restrict hw,
+                               const REAL *restrict bias, REAL *restrict h,
+                               REAL *restrict h_new, long n, long H, int relu) {
+    for (long b = 0; b < n; b++) {
+        const long r = b * H;
+        if (relu) {
+            for (long j = 0; j < H; j++) {
+                const REAL pre = xw[r + j] + hw[r + j] + bias[j];
+                const REAL v = pre > 0 ? pre : (REAL)0;
+                h[r + j] = v;
+                h_new[r + j] = v;
+            }
+        } else {
+            for (long j = 0; j < H; j++) {
+                const REAL v = FR(tanh)(xw[r + j] + hw[r + j] + bias[j]);
+                h[r + j] = v;
+                h_new[r + j] = v;
+            }
+        }
+    }
+}
+
+/* dpre = (dh + dy) * act'(h_new) */
+static inline void FR(rnn_bwd)(const REAL *restrict dh, const REAL *restrict dy,
+                               const REAL *restrict h_new, REAL *restrict dpre, long n, long H,
+                               int relu) {
+    const long count = n * H;
+    if (relu) {
+        for (long i = 0; i < count; i++) dpre[i] = h_new[i] > 0 ? dh[i] + dy[i] : (REAL)0;
+    } else {
+        for (long i = 0; i < count; i++)
+            dpre[i] = (dh[i] + dy[i]) * ((REAL)1 - h_new[i] * h_new[i]);
+    }
+}
+
+/* ---------------------------------------------------------------- LSTM (gates i, f, g, o) */
+
+static inline void FR(lstm_fwd)(const REAL *restrict xw, const REAL *restrict hw,
+                                const REAL *restrict bias, REAL *restrict c, REAL *restrict m,
+                                REAL *restrict gates, REAL *restrict tanh_c, long n, long H) {
+    const long G = 4 * H;
+    for (long b = 0; b < n; b++) {
+        const REAL *restrict x = xw + b * G;
+        const REAL *restrict u = hw + b * G;
+        REAL *restrict gt = gates + b * G;
+        for (long j = 0; j < H; j++) {
+            const REAL i = FR(sigm)(x[j] + u[j] + bias[j]);
+            const REAL f = FR(sigm)(x[H + j] + u[H + j] + bias[H + j]);
+            const REAL g = FR(tanh)(x[2 * H + j] + u[2 * H + j] + bias[2 * H + j]);
+            const REAL o = FR(sigm)(x[3 * H + j] + u[3 * H + j] + bias[3 * H + j]);
+            const REAL c_new = f * c[b * H + j] + i * g;
+            const REAL tc = FR(tanh)(c_new);
+            c[b * H + j] = c_new;
+            m[b * H + j] = o * tc;
+            gt[j] = i;
+            gt[H + j] = f;
+            gt[2 * H + j] = g;
+            gt[3 * H + j] = o;
+            tanh_c[b * H + j] = tc;
+        }
+    }
+}
+
+/* dm: gradient reaching o * tanh(c); dc: in dc_n of the step, out dc of the previous one */
+static inline void FR(lstm_bwd)(const REAL *restrict dm, const REAL *restrict gates,
+                                const REAL *restrict c_prev, const REAL *restrict tanh_c,
+                                REAL *restrict dc, REAL *restrict dgates, long n, long H) {
+    const long G = 4 * H;
+    const REAL one = (REAL)1;
+    for (long b = 0; b < n; b++) {
+        const REAL *restrict gt = gates + b * G;
+        REAL *restrict dg = dgates + b * G;
+        for (long j = 0; j < H; j++) {
+            const long e = b * H + j;
+            const REAL i = gt[j], f = gt[H + j], g = gt[2 * H + j], o = gt[3 * H + j];
+            const REAL tc = tanh_c[e];
+            const REAL dc_new = dc[e] + dm[e] * o * (one - tc * tc);
+            dg[j] = dc_new * g * i * (one - i);
+            dg[H + j] = dc_new * c_prev[e] * f * (one - f);
+            dg[2 * H + j] = dc_new * i * (one - g * g);
+            dg[3 * H + j] = dm[e] * tc * o * (one - o);
+            dc[e] = dc_new * f;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- GRU (gates r, z, n) */
+
+static inline void FR(gru_fwd)(const REAL *restrict xw, const REAL *restrict hw,
+                               const REAL *restrict b_ih, const REAL *restrict b_hh,
+                               REAL *restrict h, REAL *restrict gates, REAL *restrict hw_n,
+                               long n, long H) {
+    const long G = 3 * H;
+    const REAL one = (REAL)1;
+    for (long b = 0; b < n; b++) {
+        const REAL *restrict x = xw + b * G;
+        const REAL *restrict u = hw + b * G;
+        REAL *restrict gt = gates + b * G;
+        for (long j = 0; j < H; j++) {
+            const REAL r = FR(sigm)(x[j] + b_ih[j] + u[j] + b_hh[j]);
+            const REAL z = FR(sigm)(x[H + j] + b_ih[H + j] + u[H + j] + b_hh[H + j]);
+            const REAL hn = u[2 * H + j] + b_hh[2 * H + j];
+            const REAL cand = FR(tanh)(x[2 * H + j] + b_ih[2 * H + j] + r * hn);
+            h[b * H + j] = (one - z) * cand + z * h[b * H + j];
+            gt[j] = r;
+            gt[H + j] = z;
+            gt[2 * H + j] = cand;
+            hw_n[b * H + j] = hn;
+        }
+    }
+}
+
+/* direct: dh' * z, the path that skips the gates (added to dh after the recurrent product) */
+static inline void FR(gru_bwd)(const REAL *restrict dh, const REAL *restrict dy,
+                               const REAL *restrict h_prev, const REAL *restrict gates,
+                               const REAL *restrict hw_n, REAL *restrict dg_in,
+                               REAL *restrict dg_rec, REAL *restrict direct, long n, long H) {
+    const long G = 3 * H;
+    const REAL one = (REAL)1;
+    for (long b = 0; b < n; b++) {
+        const REAL *restrict gt = gates + b * G;
+        REAL *restrict di = dg_in + b * G;
+        REAL *restrict dr_ = dg_rec + b * G;
+        for (long j = 0; j < H; j++) {
+            const long e = b * H + j;
+            const REAL d = dh[e] + dy[e];
+            const REAL r = gt[j], z = gt[H + j], cand = gt[2 * H + j];
+            const REAL dn = d * (one - z) * (one - cand * cand);
+            const REAL dr = dn * hw_n[e] * r * (one - r);
+            const REAL dz = d * (h_prev[e] - cand) * z * (one - z);
+            di[j] = dr;
+            di[H + j] = dz;
+            di[2 * H + j] = dn;
+            dr_[j] = dr;
+            dr_[H + j] = dz;
+            dr_[2 * H + j] = dn * r;
+            direct[e] = d * z;
+        }
+    }
+}
+
+#undef FR
+#undef FR_CAT
+#undef FR_CAT2

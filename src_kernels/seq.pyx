@@ -1,0 +1,56 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Whole-sequence products of the Cython backend, over [T,B,.] arrays (one GEMM each)."""
+
+import numpy as np
+
+from cython cimport floating
+
+from common cimport matmul_tn as _matmul_tn
+from common cimport matmul_w, matmul_wt
+
+
+def _dtype(floating[:, :, ::1] a):
+    return np.float32 if floating is float else np.float64
+
+
+def project(floating[:, :, ::1] x, floating[:, ::1] w):
+    """x [T,B,I] @ w^T for w [G,I]: [T,B,G]."""
+    cdef int rows = x.shape[0] * x.shape[1], G = w.shape[0], I = w.shape[1]
+    out = np.empty((x.shape[0], x.shape[1], G), _dtype(x))
+    cdef floating[:, :, ::1] o = out
+    with nogil:
+        matmul_wt(&x[0, 0, 0], &w[0, 0], &o[0, 0, 0], rows, G, I)
+    return out
+
+
+def matmul_nn(floating[:, :, ::1] a, floating[:, ::1] w):
+    """a [T,B,G] @ w [G,I]: [T,B,I]."""
+    cdef int rows = a.shape[0] * a.shape[1], G = w.shape[0], I = w.shape[1]
+    out = np.empty((a.shape[0], a.shape[1], I), _dtype(a))
+    cdef floating[:, :, ::1] o = out
+    with nogil:
+        matmul_w(&a[0, 0, 0], &w[0, 0], &o[0, 0, 0], rows, G, I)
+    return out
+
+
+def matmul_tn(floating[:, :, ::1] a, floating[:, :, ::1] b):
+    """a^T @ b over all T*B rows: a [T,B,M], b [T,B,N] -> [M,N]."""
+    cdef int rows = a.shape[0] * a.shape[1], M = a.shape[2], N = b.shape[2]
+    out = np.empty((M, N), _dtype(a))
+    cdef floating[:, ::1] o = out
+    with nogil:
+        _matmul_tn(&a[0, 0, 0], &b[0, 0, 0], &o[0, 0], rows, M, N)
+    return out
+
+
+def column_sums(floating[:, :, ::1] a):
+    """a [T,B,G] summed over T and B: [G]."""
+    cdef Py_ssize_t t, b, j
+    out = np.zeros(a.shape[2], _dtype(a))
+    cdef floating[::1] o = out
+    with nogil:
+        for t in range(a.shape[0]):
+            for b in range(a.shape[1]):
+                for j in range(a.shape[2]):
+                    o[j] += a[t, b, j]
+    return out
