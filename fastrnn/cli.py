@@ -42,11 +42,16 @@ def _bench(args: argparse.Namespace) -> int:
     print(bench.format_table(results))
     latency = {}
     if args.latency:
+        names = [n for n in ("cython", "numba") if info["backends"][n]["available"]]
         with tempfile.TemporaryDirectory() as cache:
-            latency["numba_cold_s"] = bench.first_call_seconds("numba", cache_dir=cache)
-            latency["numba_warm_s"] = bench.first_call_seconds("numba", cache_dir=cache)
-        print(f"\nfirst LSTM training step in a new process: numba cold (compiling) "
-              f"{latency['numba_cold_s']:.2f} s, warm (cached) {latency['numba_warm_s']:.3f} s")
+            for name in names:
+                latency[f"{name}_cold_s"] = bench.first_call_seconds(name, cache_dir=cache)
+                latency[f"{name}_warm_s"] = bench.first_call_seconds(name, cache_dir=cache)
+        print("\nfirst LSTM training step in a new process (cold: empty Numba cache; warm: "
+              "second process):")
+        for name in names:
+            print(f"  {name:<7} cold {latency[f'{name}_cold_s'] * 1e3:9.1f} ms   "
+                  f"warm {latency[f'{name}_warm_s'] * 1e3:7.1f} ms")
     if args.json:
         bench.save_json(results, args.json, {**info, "first_call": latency})
         print(f"saved {args.json}")
