@@ -23,11 +23,13 @@ from . import backends
 from .rnn import GRU, LSTM, RNN
 
 CELLS = ("rnn_tanh", "lstm", "gru")
-#: name -> (T, B, I, H)
+#: name -> (T, B, I, H); "packed" is a ragged batch (lengths 10..100, see :func:`lengths_of`):
+#: torch runs it as a PackedSequence, fastrnn with ``lengths``.
 SHAPES = {
     "streaming": (200, 1, 32, 64),
     "medium": (50, 32, 128, 128),
     "large": (100, 64, 256, 256),
+    "packed": (100, 32, 128, 128),
 }
 MODES = ("inference", "training")
 GATE_COUNT = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
@@ -44,10 +46,22 @@ class Case:
         return SHAPES[self.shape]
 
     @property
+    def lengths(self) -> np.ndarray | None:
+        """Sequence lengths of a ragged case (uniform in [T/10, T], the longest T), else None."""
+        if self.shape != "packed":
+            return None
+        T, B, _, _ = self.dims
+        lengths = np.random.default_rng(1).integers(T // 10, T + 1, size=B)
+        lengths[0] = T
+        return lengths
+
+    @property
     def flops(self) -> float:
-        """2*T*B*(I+H)*G*H for a forward; a training step counts 3x that."""
+        """2*steps*(I+H)*G*H for a forward (steps: valid (t, b) pairs, T*B when not ragged);
+        a training step counts 3x that."""
         T, B, I, H = self.dims
-        forward = 2.0 * T * B * (I + H) * GATE_COUNT[self.cell] * H
+        steps = T * B if self.lengths is None else int(self.lengths.sum())
+        forward = 2.0 * steps * (I + H) * GATE_COUNT[self.cell] * H
         return forward * (3 if self.mode == "training" else 1)
 
 
@@ -70,47 +84,68 @@ def _module(cell: str, I: int, H: int, backend: str):
 
 
 def make_runner(case: Case, backend: str) -> Callable[[], Any]:
-    """A zero-argument function that runs `case` once on `backend` (or "torch")."""
+    """A zero-argument function that runs `case` once on `backend`: a fastrnn kernel backend,
+    "torch" (torch.nn) or "fastrnn.torch" (the torch adapter on the default backend)."""
     T, B, I, H = case.dims
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     dy = rng.standard_normal((T, B, H)).astype(np.float32)
-    if backend == "torch":
-        return _torch_runner(case, x, dy)
+    if backend in ("torch", "fastrnn.torch"):
+        return _torch_runner(case, x, dy, backend)
     m = _module(case.cell, I, H, backend)
+    lengths = case.lengths
+    if lengths is not None:
+        dy *= np.arange(T)[:, None, None] < lengths[None, :, None]
     if case.mode == "inference":
         m.eval()
-        return lambda: m(x)
+        return lambda: m(x, lengths=lengths)
 
     def step():
-        m(x)
+        m(x, lengths=lengths)
         m.backward(dy)
 
     return step
 
 
-def _torch_runner(case: Case, x: np.ndarray, dy: np.ndarray) -> Callable[[], Any]:
+def _torch_runner(case: Case, x: np.ndarray, dy: np.ndarray, backend: str):
     import torch
+    from torch.nn.utils.rnn import pack_padded_sequence
 
+    if backend == "torch":
+        source = torch.nn
+    else:
+        from . import torch as source
     T, B, I, H = case.dims
     if case.cell.startswith("rnn"):
-        m = torch.nn.RNN(I, H, nonlinearity=case.cell[4:])
+        m = source.RNN(I, H, nonlinearity=case.cell[4:])
     else:
-        m = (torch.nn.LSTM if case.cell == "lstm" else torch.nn.GRU)(I, H)
+        m = (source.LSTM if case.cell == "lstm" else source.GRU)(I, H)
     tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+    lengths = case.lengths
+
+    def inputs():
+        if lengths is None:
+            return tx
+        return pack_padded_sequence(tx, torch.from_numpy(lengths), enforce_sorted=False)
+
+    def output(y):
+        return y if lengths is None else y.data
+
     if case.mode == "inference":
         m.eval()
 
         def infer():
             with torch.no_grad():
-                m(tx)
+                m(inputs())
 
         return infer
     tx.requires_grad_(True)
+    if lengths is not None:
+        tdy = output(pack_padded_sequence(tdy, torch.from_numpy(lengths), enforce_sorted=False))
 
     def step():
-        y, _ = m(tx)
-        y.backward(tdy)
+        y, _ = m(inputs())
+        output(y).backward(tdy)
 
     return step
 
@@ -130,13 +165,13 @@ def measure(fn: Callable[[], Any], min_time: float = 0.5, min_repeats: int = 5,
 
 
 def bench_backends() -> list[str]:
-    """Available backends, plus "torch" when torch is installed."""
+    """Available backends, plus "torch" and "fastrnn.torch" when torch is installed."""
     names = [name for name, (ok, _) in backends.available().items() if ok]
     try:
         import torch
 
         torch.set_num_threads(os.cpu_count() or 1)
-        names.append("torch")
+        names += ["torch", "fastrnn.torch"]
     except ImportError:
         pass
     return names
@@ -170,13 +205,13 @@ def grid(cells: Iterable[str] = CELLS, shapes: Iterable[str] = tuple(SHAPES),
 
 
 def format_table(results: list[Result]) -> str:
-    header = (f"{'cell':<9}{'shape':<10}{'mode':<10}{'backend':<10}{'ms':>10}"
+    header = (f"{'cell':<9}{'shape':<10}{'mode':<10}{'backend':<14}{'ms':>10}"
               f"{'GFLOP/s':>9}{'vs ref':>8}{'vs torch':>9}")
     lines = [header, "-" * len(header)]
     for r in results:
         vs_ref = f"{r.vs_reference:.1f}x" if r.vs_reference else "-"
         vs_torch = f"{r.vs_torch:.2f}x" if r.vs_torch else "-"
-        lines.append(f"{r.cell:<9}{r.shape:<10}{r.mode:<10}{r.backend:<10}"
+        lines.append(f"{r.cell:<9}{r.shape:<10}{r.mode:<10}{r.backend:<14}"
                      f"{r.median_ms:>10.3f}{r.gflops:>9.1f}{vs_ref:>8}{vs_torch:>9}")
     return "\n".join(lines)
 

@@ -268,40 +268,11 @@ class RNNBase:
             raise ValueError("lengths needs batched input (T, B, I); x is unbatched")
         lengths = check_lengths(lengths, T, B)
         h0, c0 = self._states(hx, B, unbatched, ("h0", "c0") if self.cell == "lstm" else ("hx", ""))
-        h_n, c_n = np.empty_like(h0), None if c0 is None else np.empty_like(c0)
-        saved = []
-        layer_input = x
-        for layer in range(self.num_layers):
-
-            def run(direction: int, layer: int = layer, layer_input: np.ndarray = layer_input):
-                k = layer * self.num_directions + direction
-                p = {arg: self.params[name] for arg, name in self._names(layer, direction).items()}
-                return self._backend.forward(
-                    self.cell, layer_input, p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"),
-                    h0[k], None if c0 is None else c0[k], w_hr=p.get("w_hr"), lengths=lengths,
-                    reverse=direction == 1, training=self.training)
-
-            results = self._per_direction(run)
-            outputs = [out.y for out in results]
-            ctxs = [out.ctx for out in results]
-            for direction, out in enumerate(results):
-                k = layer * self.num_directions + direction
-                h_n[k] = out.h_n
-                if c_n is not None:
-                    c_n[k] = out.c_n
-            y = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
-            mask = None
-            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
-                keep = 1.0 - self.dropout
-                mask = (self._rng.random(y.shape) < keep).astype(self.dtype)
-                if keep > 0:
-                    mask /= self.dtype.type(keep)
-                y = y * mask
-            saved.append((ctxs, mask))
-            layer_input = y
-        self._saved = saved if self.training else None
-        self._last_shapes = (layer_input.shape, unbatched, B)
-        y = self._restore_layout(layer_input, unbatched)
+        y, h_n, c_n, saved = self.forward_time_major(x, h0, c0, lengths, save=self.training,
+                                                     dropout=self.training)
+        self._saved = saved
+        self._last_shapes = (y.shape, unbatched, B)
+        y = self._restore_layout(y, unbatched)
         if unbatched:
             h_n = h_n[:, 0, :]
             c_n = None if c_n is None else c_n[:, 0, :]
@@ -325,11 +296,73 @@ class RNNBase:
         if self.cell == "lstm" and not isinstance(dh_n, (tuple, list)):
             dh_n = (dh_n, None)
         dh, dc = self._states(dh_n, B, unbatched, ("dh_n", "dc_n"))
+        dx, dh0, dc0, grads = self.backward_time_major(self._saved, dy, dh, dc)
+        for name, grad in grads.items():
+            self.grads[name] += grad
+        dx = self._restore_layout(dx, unbatched)
+        if unbatched:
+            dh0 = dh0[:, 0, :]
+            dc0 = None if dc0 is None else dc0[:, 0, :]
+        return dx, ((dh0, dc0) if self.cell == "lstm" else dh0)
+
+    # ---------------------------------------------------------------- the time-major core
+
+    def _keep_mask(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Inverted-dropout mask between layers: 0 or 1/(1-p), drawn from the module's RNG."""
+        keep = 1.0 - self.dropout
+        mask = (self._rng.random(shape) < keep).astype(self.dtype)
+        if keep > 0:
+            mask /= self.dtype.type(keep)
+        return mask
+
+    def forward_time_major(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
+                           lengths: np.ndarray | None, save: bool, dropout: bool):
+        """The stack on checked, time-major arrays of the module's dtype, with self.params.
+
+        x [T,B,I] C-contiguous, h0 [L*D,B,H_out], c0 [L*D,B,H] (LSTM) or None, lengths int64
+        [B] or None; `dropout`: apply dropout between layers. Returns y [T,B,D*H_out], h_n,
+        c_n (or None) and what :meth:`backward_time_major` needs (None unless `save`).
+        Keeps no state.
+        """
+        h_n, c_n = np.empty_like(h0), None if c0 is None else np.empty_like(c0)
+        saved = []
+        layer_input = x
+        for layer in range(self.num_layers):
+
+            def run(direction: int, layer: int = layer, layer_input: np.ndarray = layer_input):
+                k = layer * self.num_directions + direction
+                p = {arg: self.params[name] for arg, name in self._names(layer, direction).items()}
+                return self._backend.forward(
+                    self.cell, layer_input, p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"),
+                    h0[k], None if c0 is None else c0[k], w_hr=p.get("w_hr"), lengths=lengths,
+                    reverse=direction == 1, training=save)
+
+            results = self._per_direction(run)
+            for direction, out in enumerate(results):
+                k = layer * self.num_directions + direction
+                h_n[k] = out.h_n
+                if c_n is not None:
+                    c_n[k] = out.c_n
+            y = results[0].y if len(results) == 1 else np.concatenate([r.y for r in results], 2)
+            mask = None
+            if dropout and self.dropout > 0 and layer < self.num_layers - 1:
+                mask = self._keep_mask(y.shape)
+                y = y * mask
+            saved.append(([out.ctx for out in results], mask))
+            layer_input = y
+        return layer_input, h_n, c_n, (saved if save else None)
+
+    def backward_time_major(self, saved: list, dy: np.ndarray, dh: np.ndarray,
+                            dc: np.ndarray | None):
+        """Gradients of a :meth:`forward_time_major` from its `saved`; dy [T,B,D*H_out],
+        dh [L*D,B,H_out], dc [L*D,B,H] (LSTM) or None. Returns dx [T,B,I], dh0, dc0 (or
+        None) and {parameter name: gradient} (new arrays; nothing is accumulated)."""
         dh0, dc0 = np.empty_like(dh), None if dc is None else np.empty_like(dc)
+        grads: dict[str, np.ndarray] = {}
         Hout = self.output_size
         d_out = dy
         for layer in reversed(range(self.num_layers)):
-            ctxs, mask = self._saved[layer]
+            ctxs, mask = saved[layer]
             if mask is not None:
                 d_out = d_out * mask
 
@@ -348,13 +381,9 @@ class RNNBase:
                 if dc0 is not None:
                     dc0[k] = g.dc0
                 for arg, name in self._names(layer, direction).items():
-                    self.grads[name] += getattr(g, "d" + arg)
+                    grads[name] = getattr(g, "d" + arg)
             d_out = d_in
-        dx = self._restore_layout(d_out, unbatched)
-        if unbatched:
-            dh0 = dh0[:, 0, :]
-            dc0 = None if dc0 is None else dc0[:, 0, :]
-        return dx, ((dh0, dc0) if self.cell == "lstm" else dh0)
+        return d_out, dh0, dc0, grads
 
 
 class RNN(RNNBase):

@@ -105,6 +105,12 @@ class Backend:
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
 
+    def __reduce__(self):
+        """Pickled by name: unpickling asks the registry again (the module is not pickled)."""
+        from . import get
+
+        return get, (self.name,)
+
     def forward(
         self,
         cell: str,

@@ -1,0 +1,352 @@
+"""Drop-in torch.nn.LSTM / GRU / RNN that train on fastrnn's kernels.
+
+``fastrnn.torch.LSTM(...)`` takes torch.nn.LSTM's arguments (plus ``backend=``), registers the
+same parameters under the same names with the same initialisation, accepts every input
+torch.nn accepts (time-major, batch_first, unbatched, PackedSequence) and returns the same
+outputs; autograd runs through one ``torch.autograd.Function`` over the layer stack of
+:mod:`fastrnn.rnn`, which reads the parameters' memory directly (no copies).
+``fastrnn.torch.patch()`` swaps torch.nn's classes for these so an unmodified script trains on
+fastrnn. CPU tensors, float32 and float64.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import PackedSequence
+
+from . import rnn as _rnn
+
+__all__ = ["GRU", "LSTM", "RNN", "RNNBase", "patch"]
+
+_TORCH_CLASSES = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU, "RNN": torch.nn.RNN}
+
+
+class _Stack(_rnn.RNNBase):
+    """The NumPy layer stack, its parameters views of a torch module's and its dropout drawn
+    from torch's RNG (so torch.manual_seed governs it as it does torch.nn's)."""
+
+    def _init_parameters(self) -> None:  # parameters belong to the torch module
+        pass
+
+    def _keep_mask(self, shape: tuple[int, ...]) -> np.ndarray:
+        keep = 1.0 - self.dropout
+        mask = torch.bernoulli(torch.full(shape, keep, dtype=torch.float64)).numpy()
+        if keep > 0:
+            mask /= keep
+        return mask.astype(self.dtype)
+
+
+def _packed_index(batch_sizes: torch.Tensor, sorted_indices: torch.Tensor | None, B: int):
+    """For each row of a PackedSequence's data, its flat index t*B + b into a padded,
+    time-major [T,B] grid in the original batch order; and each sequence's length."""
+    sizes = batch_sizes.numpy()
+    order = np.arange(B) if sorted_indices is None else sorted_indices.numpy()
+    t = np.repeat(np.arange(len(sizes)), sizes)
+    j = np.arange(len(t)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # rank within step t
+    lengths = np.zeros(B, np.int64)
+    lengths[order] = (sizes[None, :] > np.arange(B)[:, None]).sum(axis=1)
+    return t * B + order[j], lengths
+
+
+class _StackFunction(torch.autograd.Function):
+    """y, h_n, c_n = stack(x, h0, c0) with gradients for x, h0, c0 and every weight.
+
+    x is time-major and contiguous, or the data [N,I] of a PackedSequence with `index` (see
+    :func:`_packed_index`) placing its rows in a padded [T,B] grid (y then comes back packed
+    the same way). c0/c_n are empty tensors for GRU and RNN.
+    """
+
+    @staticmethod
+    def forward(ctx, module: RNNBase, lengths, index, T, x, h0, c0, *weights):
+        stack = module._bind(weights, x.dtype)
+        save = any(ctx.needs_input_grad[4:])
+        x_np = x.numpy()
+        if index is not None:  # packed rows -> padded grid, one gather
+            B = h0.shape[1]
+            padded = np.zeros((T * B, x_np.shape[1]), x_np.dtype)
+            padded[index] = x_np
+            x_np = padded.reshape(T, B, -1)
+        y, h_n, c_n, saved = stack.forward_time_major(
+            x_np, h0.numpy(), c0.numpy() if c0.numel() else None, lengths, save=save,
+            dropout=module.training)
+        if index is not None:
+            y = y.reshape(T * h0.shape[1], -1)[index]
+        ctx.module, ctx.saved, ctx.index, ctx.T = module, saved, index, T
+        ctx.save_for_backward(*weights)  # torch refuses backward if they change in place
+        c_out = torch.from_numpy(c_n) if c_n is not None else x.new_empty(0)
+        if c_n is None:
+            ctx.mark_non_differentiable(c_out)
+        return torch.from_numpy(y), torch.from_numpy(h_n), c_out
+
+    @staticmethod
+    def backward(ctx, dy, dh_n, dc_n):
+        stack = ctx.module._bind(ctx.saved_tensors, dy.dtype)
+        dy_np = dy.contiguous().numpy()
+        B = dh_n.shape[1]
+        if ctx.index is not None:
+            padded = np.zeros((ctx.T * B, dy_np.shape[1]), dy_np.dtype)
+            padded[ctx.index] = dy_np
+            dy_np = padded.reshape(ctx.T, B, -1)
+        dc = dc_n.contiguous().numpy() if stack.cell == "lstm" else None
+        dx, dh0, dc0, grads = stack.backward_time_major(
+            ctx.saved, dy_np, dh_n.contiguous().numpy(), dc)
+        if ctx.index is not None:
+            dx = dx.reshape(ctx.T * B, -1)[ctx.index]
+        weight_grads = [torch.from_numpy(grads[name]) for name in ctx.module._flat_weights_names]
+        dc0_t = torch.from_numpy(dc0) if dc0 is not None else None
+        return (None, None, None, None, torch.from_numpy(dx), torch.from_numpy(dh0), dc0_t,
+                *weight_grads)
+
+
+class RNNBase(torch.nn.Module):
+    """torch.nn.RNNBase's constructor, parameters and forward, on fastrnn's kernels."""
+
+    def __init__(self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, proj_size: int = 0, device: Any = None,
+                 dtype: Any = None, *, backend: str | None = None):
+        super().__init__()
+        if device is not None and torch.device(device).type != "cpu":
+            raise ValueError(f"fastrnn.torch modules run on the CPU; device={device!r} needs "
+                             "the CUDA backend, which fastrnn does not have yet")
+        dtype = dtype or torch.get_default_dtype()
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        cell = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
+        if mode not in cell:
+            raise ValueError(f"unknown mode {mode!r}")
+        self.mode = mode
+        self._stack = _Stack(cell[mode], input_size, hidden_size, num_layers, bias,
+                             batch_first, dropout, bidirectional, proj_size,
+                             dtype=np.float64 if dtype == torch.float64 else np.float32,
+                             backend=backend)
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.num_layers, self.bias = int(num_layers), bool(bias)
+        self.batch_first, self.dropout = bool(batch_first), float(dropout)
+        self.bidirectional, self.proj_size = bool(bidirectional), int(proj_size)
+        shapes = [(name, self._stack._shapes(layer)[arg])
+                  for layer in range(self.num_layers)
+                  for direction in range(self._stack.num_directions)
+                  for arg, name in self._stack._names(layer, direction).items()]
+        self._flat_weights_names = [name for name, _ in shapes]
+        for name, shape in shapes:
+            self.register_parameter(name, torch.nn.Parameter(torch.empty(shape, dtype=dtype)))
+        self.reset_parameters()
+
+    # -------------------------------------------------------------- torch.nn.RNNBase's API
+
+    def reset_parameters(self) -> None:
+        """torch.nn's init: U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), torch's RNG, in
+        registration order, so a seeded torch.nn module and this one start identical."""
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        for weight in self.parameters():
+            torch.nn.init.uniform_(weight, -stdv, stdv)
+
+    def flatten_parameters(self) -> None:
+        """A no-op: fastrnn's kernels read the parameters where they are."""
+
+    @property
+    def backend(self) -> str:
+        return self._stack.backend
+
+    @backend.setter
+    def backend(self, name: str | None) -> None:
+        self._stack.backend = name
+
+    @property
+    def all_weights(self) -> list[list[torch.nn.Parameter]]:
+        per = len(self._flat_weights_names) // (self.num_layers * self._stack.num_directions)
+        flat = [getattr(self, n) for n in self._flat_weights_names]
+        return [flat[i:i + per] for i in range(0, len(flat), per)]
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size != 0:
+            s += f", proj_size={self.proj_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first is not False:
+            s += f", batch_first={self.batch_first}"
+        if self.dropout != 0:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional is not False:
+            s += f", bidirectional={self.bidirectional}"
+        return s + f", backend={self.backend!r}"
+
+    def __getstate__(self) -> dict:
+        """Pickle without the stack's views of the parameters (rebound at every call)."""
+        self._stack.params = {}
+        return self.__dict__.copy()
+
+    def _bind(self, weights, dtype: torch.dtype) -> _Stack:
+        """The stack, its params viewing `weights` (same memory) in `dtype`."""
+        stack = self._stack
+        stack.dtype = np.dtype(np.float64 if dtype == torch.float64 else np.float32)
+        stack.training = self.training
+        stack.params = {name: w.detach().numpy()
+                        for name, w in zip(self._flat_weights_names, weights, strict=True)}
+        return stack
+
+    # -------------------------------------------------------------- forward
+
+    def forward(self, input: Any, hx: Any = None):
+        """torch.nn's forward: input (L,N,H_in), (N,L,H_in) with batch_first, unbatched
+        (L,H_in), or a PackedSequence (output packed too, states in the original order)."""
+        weights = [getattr(self, n) for n in self._flat_weights_names]
+        dtype = weights[0].dtype
+        if weights[0].device.type != "cpu":
+            raise ValueError(f"{type(self).__name__}'s parameters are on {weights[0].device}; "
+                             "fastrnn.torch runs on the CPU (no CUDA backend yet)")
+        packed = isinstance(input, PackedSequence)
+        lengths = index = None
+        if packed:
+            x = input.data
+            B = int(input.batch_sizes[0])
+            T = len(input.batch_sizes)
+            index, lengths = _packed_index(input.batch_sizes, input.sorted_indices, B)
+            unbatched = False
+        else:
+            x = input
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"input must be a Tensor or PackedSequence, got "
+                                f"{type(x).__name__}")
+            if x.dim() not in (2, 3):
+                raise ValueError(f"{type(self).__name__}: Expected input to be 2D or 3D, got "
+                                 f"{x.dim()}D tensor")
+            unbatched = x.dim() == 2
+            x = x.unsqueeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
+            T, B = x.shape[0], x.shape[1]
+        self._check_tensor(x, "input", dtype)
+        if x.shape[-1] != self.input_size:
+            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected "
+                               f"{self.input_size}, got {x.shape[-1]}")
+        if T == 0:
+            raise ValueError("input has no time steps")
+        h0, c0 = self._initial_state(hx, B, unbatched, dtype)
+        y, h_n, c_n = _StackFunction.apply(self, lengths, index, T, x.contiguous(), h0, c0,
+                                           *weights)
+        if packed:
+            y = PackedSequence(y, input.batch_sizes, input.sorted_indices,
+                               input.unsorted_indices)
+        elif unbatched:
+            y, h_n = y.squeeze(1), h_n.squeeze(1)
+            c_n = c_n.squeeze(1) if c_n.numel() else c_n
+        elif self.batch_first:
+            y = y.transpose(0, 1)
+        return y, ((h_n, c_n) if self.mode == "LSTM" else h_n)
+
+    @staticmethod
+    def _check_tensor(t: torch.Tensor, name: str, dtype: torch.dtype) -> None:
+        if t.device.type != "cpu":
+            raise ValueError(f"{name} is on {t.device}; fastrnn.torch runs on the CPU (the CUDA "
+                             "backend does not exist yet): move it with .cpu()")
+        if t.dtype != dtype:
+            raise RuntimeError(f"{name} must have the dtype of the parameters, {dtype}, got "
+                               f"{t.dtype}")
+
+    def _initial_state(self, hx: Any, B: int, unbatched: bool, dtype: torch.dtype):
+        D = self._stack.num_directions
+        shape_h = (self.num_layers * D, B, self.proj_size or self.hidden_size)
+        shape_c = (self.num_layers * D, B, self.hidden_size)
+        is_lstm = self.mode == "LSTM"
+        if hx is None:
+            return (torch.zeros(shape_h, dtype=dtype),
+                    torch.zeros(shape_c, dtype=dtype) if is_lstm else torch.empty(0, dtype=dtype))
+        if is_lstm != isinstance(hx, tuple):
+            raise TypeError("LSTM expects hx as a tuple (h_0, c_0)" if is_lstm
+                            else f"{type(self).__name__} expects hx as a Tensor, not a tuple")
+        parts = hx if is_lstm else (hx,)
+        out = []
+        for t, shape, name in zip(parts, (shape_h, shape_c), ("h_0", "c_0"), strict=False):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name} must be a Tensor, got {type(t).__name__}")
+            self._check_tensor(t, name, dtype)
+            if unbatched:
+                if t.dim() != 2:
+                    raise RuntimeError(f"For unbatched 2-D input, {name} should also be 2-D "
+                                       f"but got {t.dim()}-D tensor")
+                t = t.unsqueeze(1)
+            if tuple(t.shape) != shape:
+                raise RuntimeError(f"Expected hidden size {shape}, got {tuple(t.shape)}"
+                                   f" for {name}")
+            out.append(t.contiguous())
+        return out[0], (out[1] if is_lstm else torch.empty(0, dtype=dtype))
+
+
+class LSTM(RNNBase):
+    """torch.nn.LSTM on fastrnn's kernels (arguments, parameters, outputs as torch.nn's)."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, proj_size: int = 0, device: Any = None,
+                 dtype: Any = None, *, backend: str | None = None):
+        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, proj_size, device, dtype, backend=backend)
+
+
+class GRU(RNNBase):
+    """torch.nn.GRU on fastrnn's kernels (arguments, parameters, outputs as torch.nn's)."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, device: Any = None, dtype: Any = None, *,
+                 backend: str | None = None):
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, 0, device, dtype, backend=backend)
+
+
+class RNN(RNNBase):
+    """torch.nn.RNN on fastrnn's kernels (arguments, parameters, outputs as torch.nn's)."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, device: Any = None,
+                 dtype: Any = None, *, backend: str | None = None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or "
+                             "'relu'.")
+        self.nonlinearity = nonlinearity
+        super().__init__("RNN_" + nonlinearity.upper(), input_size, hidden_size, num_layers,
+                         bias, batch_first, dropout, bidirectional, 0, device, dtype,
+                         backend=backend)
+
+
+class patch:
+    """Swap torch.nn.LSTM / GRU / RNN for fastrnn's.
+
+    As a plain call, ``fastrnn.torch.patch()`` swaps them until ``.undo()``; as a context
+    manager, ``with fastrnn.torch.patch(): ...`` restores torch.nn's classes on exit.
+    Modules built while patched are fastrnn.torch modules; ``backend=`` picks their kernels.
+    """
+
+    def __init__(self, backend: str | None = None):
+        self._saved = {name: getattr(torch.nn, name) for name in _TORCH_CLASSES}
+        for name, cls in (("LSTM", LSTM), ("GRU", GRU), ("RNN", RNN)):
+            if backend is not None:
+                cls = type(cls.__name__, (cls,), {"__init__": _with_backend(cls, backend),
+                                                  "__module__": __name__})
+            setattr(torch.nn, name, cls)
+
+    def undo(self) -> None:
+        for name, cls in self._saved.items():
+            setattr(torch.nn, name, cls)
+
+    def __enter__(self) -> patch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.undo()
+
+
+def _with_backend(cls: type, backend: str):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("backend", backend)
+        cls.__init__(self, *args, **kwargs)
+
+    return __init__
