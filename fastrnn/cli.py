@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 
@@ -61,6 +62,84 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
+    p.add_argument("--layers", type=_positive_int, default=1)
+    p.add_argument("--hidden", type=_positive_int, default=256)
+    p.add_argument("--embed", type=_positive_int, default=48)
+    p.add_argument("--dropout", type=float, default=0.0, help="between layers (needs --layers > 1)")
+    p.add_argument("--backend", help="kernel backend (default: the fastest available)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _config(args: argparse.Namespace, vocab: str):
+    from .charlm import Config
+
+    if not 0 <= args.dropout < 1:
+        raise ValueError(f"--dropout must lie in [0, 1), got {args.dropout}")
+    return Config(vocab=vocab, cell=args.cell, hidden=args.hidden, layers=args.layers,
+                  embed=args.embed, dropout=args.dropout, seed=args.seed)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import charlm
+
+    cfg = _config(args, "")
+    overrides = {k: getattr(cfg, k) for k in ("cell", "hidden", "layers", "embed", "dropout")}
+    charlm.demo(args.minutes, overrides, progress=not args.no_progress,
+                checkpoint=args.checkpoint, backend=args.backend, seed=args.seed)
+    if args.checkpoint:
+        print(f"\nsaved {args.checkpoint}; sample more with: fastrnn generate --checkpoint "
+              f"{args.checkpoint}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import charlm
+
+    text = charlm.read_text(args.text)
+    cfg = _config(args, charlm.Vocab.from_text(text).chars)
+    _, cfg, history, h_unigram = charlm.train(
+        text, cfg, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr,
+        epochs=args.epochs, time_budget=args.minutes * 60 if args.minutes else None,
+        checkpoint=args.checkpoint, resume=args.resume, progress=not args.no_progress,
+        backend=args.backend)
+    print(f"validation loss {history.val_loss[-1]:.3f} nats/char, unigram entropy "
+          f"{h_unigram:.3f}; saved {args.checkpoint}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from . import charlm
+
+    model, cfg = charlm.load(args.checkpoint, backend=args.backend)
+    text = charlm.sample(model, cfg, prime=args.prime, length=args.length,
+                         temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    print(args.prime + text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastrnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -87,6 +166,36 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="FILE", help="save results and machine info as JSON")
     bench.add_argument("--plot", metavar="FILE", help="save a chart (needs matplotlib)")
     bench.set_defaults(run=_bench)
+
+    demo = sub.add_parser("demo", help="train a char-level LSTM on Python's help topics, "
+                                       "then generate text")
+    demo.add_argument("--minutes", type=_positive_float, default=2.0,
+                      help="training budget (default 2)")
+    demo.add_argument("--checkpoint", help="also save the model here")
+    _model_options(demo)
+    demo.set_defaults(run=_demo)
+
+    train = sub.add_parser("train", help="train a char-level language model on a text file")
+    train.add_argument("--text", required=True, help="a UTF-8 text file")
+    train.add_argument("--checkpoint", default="charlm.npz", help="where to save (each epoch)")
+    train.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    train.add_argument("--epochs", type=_positive_int, default=20)
+    train.add_argument("--minutes", type=_positive_float, help="stop after this long")
+    train.add_argument("--seq-len", type=_positive_int, default=64)
+    train.add_argument("--batch-size", type=_positive_int, default=32)
+    train.add_argument("--lr", type=_positive_float, default=3e-3)
+    _model_options(train)
+    train.set_defaults(run=_train)
+
+    gen = sub.add_parser("generate", help="sample text from a trained char-LM checkpoint")
+    gen.add_argument("--checkpoint", required=True)
+    gen.add_argument("--temperature", type=_positive_float, default=0.5)
+    gen.add_argument("--prime", default="The ")
+    gen.add_argument("--length", type=_positive_int, default=300)
+    gen.add_argument("--top-k", type=_positive_int)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--backend")
+    gen.set_defaults(run=_generate)
     return parser
 
 
@@ -98,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, KeyError, FloatingPointError, ImportError) as exc:
         print(f"fastrnn {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"fastrnn {args.command}: interrupted", file=sys.stderr)
+        return 130

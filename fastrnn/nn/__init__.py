@@ -1,0 +1,11 @@
+"""The model API: layers with forward/backward, named parameters and gradients, and losses."""
+
+from . import init
+from .layers import Dropout, Embedding, LayerNorm, Linear, ReLU, Sequential, Sigmoid, Tanh
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from .module import Module
+from .recurrent import Recurrent
+
+__all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss", "Dropout", "Embedding", "LayerNorm",
+           "Linear", "MSELoss", "Module", "ReLU", "Recurrent", "Sequential", "Sigmoid", "Tanh",
+           "init"]

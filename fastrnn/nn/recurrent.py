@@ -1,0 +1,80 @@
+"""The recurrent layer of the model API: fastrnn's RNN/LSTM/GRU stack as a Module."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..rnn import GRU, LSTM, RNN
+from .module import Module
+
+_STACKS = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "rnn_tanh": RNN, "rnn_relu": RNN}
+
+
+class Recurrent(Module):
+    """A batch-first recurrent stack: x [B,T,I] -> [B,T,D*H] ("sequence") or [B,D*H] ("last").
+
+    "last" is the final state of the top layer (both directions concatenated), i.e. each
+    sequence's own last valid step when `lengths` is given. With ``stateful=True`` the final
+    state of one batch is the initial state of the next (truncated BPTT: no gradient flows
+    back into the previous batch) until :meth:`reset_state`; a batch of another size resets it.
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
+                 bidirectional: bool = False, dropout: float = 0.0, output: str = "sequence",
+                 stateful: bool = False, dtype=np.float32, backend: str | None = None,
+                 seed: int | None = None):
+        super().__init__()
+        if cell not in _STACKS:
+            raise ValueError(f"cell must be one of {sorted(_STACKS)}, got {cell!r}")
+        if output not in ("sequence", "last"):
+            raise ValueError(f"output must be 'sequence' or 'last', got {output!r}")
+        kw: dict[str, Any] = dict(num_layers=num_layers, batch_first=True, dropout=dropout,
+                                  bidirectional=bidirectional, dtype=dtype, backend=backend,
+                                  seed=seed)
+        if cell == "rnn_relu":
+            kw["nonlinearity"] = "relu"
+        self.stack = _STACKS[cell](input_size, hidden_size, **kw)
+        self.params, self.grads = self.stack.params, self.stack.grads
+        self.output, self.stateful = output, stateful
+        self.state: Any = None
+        self._shape: tuple | None = None
+
+    def reset_state(self) -> None:
+        self.state = None
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The generator of the stack's inter-layer dropout (saved in checkpoints)."""
+        return self.stack._rng
+
+    def train(self, mode: bool = True) -> Recurrent:
+        super().train(mode)
+        self.stack.train(mode)
+        return self
+
+    def forward(self, x: np.ndarray, lengths: Any = None) -> np.ndarray:
+        hx = None
+        if self.stateful and self.state is not None:
+            h = self.state[0] if isinstance(self.state, tuple) else self.state
+            hx = self.state if h.shape[1] == x.shape[0] else None
+        y, h_n = self.stack(x, hx, lengths)
+        if self.stateful:
+            self.state = tuple(s.copy() for s in h_n) if isinstance(h_n, tuple) else h_n.copy()
+        self._shape = (y.shape, h_n[0].shape if isinstance(h_n, tuple) else h_n.shape)
+        if self.output == "sequence":
+            return y
+        h = h_n[0] if isinstance(h_n, tuple) else h_n
+        D = self.stack.num_directions
+        return np.concatenate(list(h[-D:]), axis=-1)  # [B, D*H_out]
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        y_shape, h_shape = self._need(self._shape, "its input")
+        if self.output == "sequence":
+            return self.stack.backward(dy)[0]
+        D, Hout = self.stack.num_directions, self.stack.output_size
+        dh = np.zeros(h_shape, dy.dtype)
+        for d in range(D):
+            dh[h_shape[0] - D + d] = dy[:, d * Hout:(d + 1) * Hout]
+        return self.stack.backward(np.zeros(y_shape, dy.dtype), dh)[0]
