@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from fastrnn import nn, optim
+from fastrnn.atomic import save_figure
 from fastrnn.train import fit
 
 
@@ -103,8 +104,6 @@ def run(series: np.ndarray, window: int = 40, hidden: int = 32, epochs: int = 15
 
 
 def _plot(truth: np.ndarray, pred: np.ndarray, path: str) -> None:
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,10 +116,7 @@ def _plot(truth: np.ndarray, pred: np.ndarray, path: str) -> None:
     ax.set_xlabel("test step")
     ax.legend()
     fig.tight_layout()
-    tmp = f"{path}.{os.getpid()}.tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

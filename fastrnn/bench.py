@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import backends
+from .atomic import save_figure, write_bytes
 from .rnn import GRU, LSTM, RNN
 
 CELLS = ("rnn_tanh", "lstm", "gru")
@@ -218,10 +219,8 @@ def format_table(results: list[Result]) -> str:
 
 def save_json(results: list[Result], path: str, info: dict[str, Any]) -> None:
     """Write results and machine info to `path` atomically (temp file, then rename)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump({"machine": info, "results": [asdict(r) for r in results]}, f, indent=2)
-    os.replace(tmp, path)
+    text = json.dumps({"machine": info, "results": [asdict(r) for r in results]}, indent=2)
+    write_bytes(path, text.encode())
 
 
 _LATENCY_SCRIPT = """
@@ -283,8 +282,4 @@ def plot(results: list[Result], path: str) -> None:
         ax.axhline(1, color="grey", lw=0.5)
         ax.legend()
     fig.tight_layout()
-    suffix = os.path.splitext(path)[1] or ".png"
-    tmp = f"{path}.tmp{os.getpid()}{suffix}"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

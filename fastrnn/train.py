@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import save_figure, write_bytes
 from .nn.module import Module
 from .optim.clip import clip_grad_norm
 from .optim.optimizers import Optimizer
@@ -80,19 +81,9 @@ def save_checkpoint(path: str, model: Module, optimizer: Optimizer | None = None
     if scheduler is not None:
         info["scheduler"] = scheduler.state_dict()
     arrays["info"] = np.array(json.dumps(info))
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
@@ -265,8 +256,4 @@ def plot_history(history: History, path: str) -> None:
     ax.set_ylabel("loss")
     ax.legend()
     fig.tight_layout()
-    suffix = os.path.splitext(path)[1] or ".png"
-    tmp = f"{path}.{os.getpid()}.tmp{suffix}"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
