@@ -21,6 +21,7 @@ _MODULES = {
     "cython": "fastrnn.backends.cython_cpu",
     "numba": "fastrnn.backends.numba_cpu",
     "reference": "fastrnn.backends.reference",
+    "cuda": "fastrnn.backends.cuda",
 }
 _DEFAULT_ORDER = ("cython", "numba", "reference")
 ENV_VAR = "FASTRNN_BACKEND"

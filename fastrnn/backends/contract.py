@@ -63,18 +63,54 @@ class KernelContext:
     saved: Any
 
 
-def _array(value: Any, name: str, dtype: np.dtype | None, shape: tuple[int, ...]) -> np.ndarray:
-    """`value` as a C-contiguous float array of `shape` (and `dtype`), or a clear error."""
-    if not isinstance(value, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(value).__name__}")
-    if value.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64, got {value.dtype}")
-    if dtype is not None and value.dtype != dtype:
-        raise TypeError(f"{name} has dtype {value.dtype} but x has {dtype}; all arrays of one "
+def _is_device_array(value: Any) -> bool:
+    """A GPU array: anything with __cuda_array_interface__, or a numba device array (whose
+    simulated form, under NUMBA_ENABLE_CUDASIM, has only __cuda_ndarray__)."""
+    return hasattr(value, "__cuda_array_interface__") or hasattr(value, "__cuda_ndarray__")
+
+
+def _device_meta(value: Any) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """(shape, dtype, C-contiguous) of a device array, read without touching its data."""
+    if not hasattr(value, "__cuda_array_interface__"):  # numba's simulated device array
+        return tuple(value.shape), np.dtype(value.dtype), True
+    iface = value.__cuda_array_interface__
+    shape, dtype = tuple(iface["shape"]), np.dtype(iface["typestr"])
+    strides = iface.get("strides")
+    return shape, dtype, strides is None or strides == np.empty(shape, dtype).strides
+
+
+def _array(value: Any, name: str, dtype: np.dtype | None, shape: tuple[int, ...],
+           device: bool = False) -> Any:
+    """`value` as a C-contiguous float array of `shape` (and `dtype`), or a clear error.
+
+    With `device`, GPU arrays (``__cuda_array_interface__``) are checked by their interface
+    and passed through untouched (they must be C-contiguous already).
+    """
+    if device and _is_device_array(value):
+        got_shape, got_dtype, contiguous = _device_meta(value)
+        if not contiguous:
+            raise ValueError(f"{name} must be a C-contiguous device array")
+    elif not isinstance(value, np.ndarray):
+        kinds = "a numpy.ndarray or a CUDA device array" if device else "a numpy.ndarray"
+        raise TypeError(f"{name} must be {kinds}, got {type(value).__name__}")
+    else:
+        got_dtype, got_shape = value.dtype, value.shape
+    if got_dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {got_dtype}")
+    if dtype is not None and got_dtype != dtype:
+        raise TypeError(f"{name} has dtype {got_dtype} but x has {dtype}; all arrays of one "
                         "call must share the dtype")
-    if value.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
-    return np.ascontiguousarray(value)
+    if got_shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {got_shape}")
+    return value if not isinstance(value, np.ndarray) else np.ascontiguousarray(value)
+
+
+def _shape(value: Any) -> tuple[int, ...] | None:
+    if isinstance(value, np.ndarray):
+        return value.shape
+    if _is_device_array(value):
+        return _device_meta(value)[0]
+    return None
 
 
 def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray | None:
@@ -101,6 +137,8 @@ class Backend:
         self.module = module
         #: whether calls may run concurrently on several threads (compiled, GIL released)
         self.releases_gil = bool(getattr(module, "RELEASES_GIL", False))
+        #: whether GPU arrays (__cuda_array_interface__) are accepted without a copy
+        self.device_arrays = bool(getattr(module, "DEVICE_ARRAYS", False))
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
@@ -134,39 +172,44 @@ class Backend:
         """
         if cell not in GATES:
             raise ValueError(f"cell must be one of {sorted(GATES)}, got {cell!r}")
-        if not isinstance(x, np.ndarray) or x.ndim != 3:
+        dev = self.device_arrays
+        x_shape = _shape(x) if dev or isinstance(x, np.ndarray) else None
+        if x_shape is None or len(x_shape) != 3:
             raise ValueError(f"x must be a 3-d array [T,B,I], got "
-                             f"{getattr(x, 'shape', type(x).__name__)}")
-        T, B, I = x.shape
+                             f"{x_shape if x_shape is not None else type(x).__name__}")
+        T, B, I = x_shape
         if T == 0 or B == 0:
-            raise ValueError(f"x must have at least one time step and one sequence, got {x.shape}")
-        x = _array(x, "x", None, x.shape)
-        dtype = x.dtype
+            raise ValueError(f"x must have at least one time step and one sequence, got "
+                             f"{x_shape}")
+        x = _array(x, "x", None, x_shape, dev)
+        dtype = x.dtype if isinstance(x, np.ndarray) else _device_meta(x)[1]
         G = GATES[cell]
-        if not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2 or w_hh.shape[0] % G:
+        hh_shape = _shape(w_hh)
+        if hh_shape is None or len(hh_shape) != 2 or hh_shape[0] % G:
             raise ValueError(f"w_hh must be a 2-d array [{G}*H, Hp] for {cell}, got "
-                             f"{getattr(w_hh, 'shape', type(w_hh).__name__)}")
-        H = w_hh.shape[0] // G
+                             f"{hh_shape if hh_shape is not None else type(w_hh).__name__}")
+        H = hh_shape[0] // G
         if H == 0:
             raise ValueError("w_hh has no rows: hidden size must be at least 1")
         if w_hr is not None and cell != "lstm":
             raise ValueError(f"w_hr (projection) is only defined for lstm, not {cell}")
         if w_hr is not None:
-            if not isinstance(w_hr, np.ndarray) or w_hr.ndim != 2 or w_hr.shape[1] != H:
+            hr_shape = _shape(w_hr)
+            if hr_shape is None or len(hr_shape) != 2 or hr_shape[1] != H:
                 raise ValueError(f"w_hr must be a 2-d array [P, {H}], got "
-                                 f"{getattr(w_hr, 'shape', type(w_hr).__name__)}")
-            Hp = w_hr.shape[0]
-            w_hr = _array(w_hr, "w_hr", dtype, (Hp, H))
+                                 f"{hr_shape if hr_shape is not None else type(w_hr).__name__}")
+            Hp = hr_shape[0]
+            w_hr = _array(w_hr, "w_hr", dtype, (Hp, H), dev)
         else:
             Hp = H
-        w_ih = _array(w_ih, "w_ih", dtype, (G * H, I))
-        w_hh = _array(w_hh, "w_hh", dtype, (G * H, Hp))
+        w_ih = _array(w_ih, "w_ih", dtype, (G * H, I), dev)
+        w_hh = _array(w_hh, "w_hh", dtype, (G * H, Hp), dev)
         if (b_ih is None) != (b_hh is None):
             raise ValueError("b_ih and b_hh must both be given or both be None")
         if b_ih is not None:
-            b_ih = _array(b_ih, "b_ih", dtype, (G * H,))
-            b_hh = _array(b_hh, "b_hh", dtype, (G * H,))
-        h0 = _array(h0, "h0", dtype, (B, Hp))
+            b_ih = _array(b_ih, "b_ih", dtype, (G * H,), dev)
+            b_hh = _array(b_hh, "b_hh", dtype, (G * H,), dev)
+        h0 = _array(h0, "h0", dtype, (B, Hp), dev)
         lengths = check_lengths(lengths, T, B)
         reverse, training = bool(reverse), bool(training)
         mod = self.module
@@ -174,7 +217,7 @@ class Backend:
         if cell == "lstm":
             if c0 is None:
                 raise ValueError("c0 is required for lstm")
-            c0 = _array(c0, "c0", dtype, (B, H))
+            c0 = _array(c0, "c0", dtype, (B, H), dev)
             y, h_n, c_n, saved = mod.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr,
                                                   lengths, reverse, training)
         elif c0 is not None:
@@ -207,13 +250,14 @@ class Backend:
         if ctx.backend != self.name:
             raise ValueError(f"ctx was made by backend {ctx.backend!r}, not {self.name!r}")
         T, B, Hp = ctx.y_shape
-        dy = _array(dy, "dy", ctx.dtype, ctx.y_shape)
+        dev = self.device_arrays
+        dy = _array(dy, "dy", ctx.dtype, ctx.y_shape, dev)
         dh_n = np.zeros((B, Hp), ctx.dtype) if dh_n is None else _array(
-            dh_n, "dh_n", ctx.dtype, (B, Hp))
+            dh_n, "dh_n", ctx.dtype, (B, Hp), dev)
         mod = self.module
         if ctx.cell == "lstm":
             dc_n = np.zeros(ctx.c_shape, ctx.dtype) if dc_n is None else _array(
-                dc_n, "dc_n", ctx.dtype, ctx.c_shape)
+                dc_n, "dc_n", ctx.dtype, ctx.c_shape, dev)
             return Grads(*mod.lstm_backward(dy, dh_n, dc_n, ctx.saved))
         if dc_n is not None:
             raise ValueError(f"dc_n is only defined for lstm, not {ctx.cell}")
