@@ -86,12 +86,13 @@ def _module(cell: str, I: int, H: int, backend: str):
 
 def make_runner(case: Case, backend: str) -> Callable[[], Any]:
     """A zero-argument function that runs `case` once on `backend`: a fastrnn kernel backend,
-    "torch" (torch.nn) or "fastrnn.torch" (the torch adapter on the default backend)."""
+    "torch" (torch.nn), "torch-cuda" (torch.nn on the GPU: cuDNN) or "fastrnn.torch" (the
+    torch adapter on the default backend). GPU runs end with a synchronisation."""
     T, B, I, H = case.dims
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     dy = rng.standard_normal((T, B, H)).astype(np.float32)
-    if backend in ("torch", "fastrnn.torch"):
+    if backend in ("torch", "torch-cuda", "fastrnn.torch"):
         return _torch_runner(case, x, dy, backend)
     m = _module(case.cell, I, H, backend)
     lengths = case.lengths
@@ -112,16 +113,19 @@ def _torch_runner(case: Case, x: np.ndarray, dy: np.ndarray, backend: str):
     import torch
     from torch.nn.utils.rnn import pack_padded_sequence
 
-    if backend == "torch":
+    if backend.startswith("torch"):
         source = torch.nn
     else:
         from . import torch as source
+    device = "cuda" if backend == "torch-cuda" else "cpu"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     T, B, I, H = case.dims
     if case.cell.startswith("rnn"):
         m = source.RNN(I, H, nonlinearity=case.cell[4:])
     else:
         m = (source.LSTM if case.cell == "lstm" else source.GRU)(I, H)
-    tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+    m = m.to(device)
+    tx, tdy = torch.from_numpy(x).to(device), torch.from_numpy(dy).to(device)
     lengths = case.lengths
 
     def inputs():
@@ -138,6 +142,7 @@ def _torch_runner(case: Case, x: np.ndarray, dy: np.ndarray, backend: str):
         def infer():
             with torch.no_grad():
                 m(inputs())
+            sync()
 
         return infer
     tx.requires_grad_(True)
@@ -147,6 +152,7 @@ def _torch_runner(case: Case, x: np.ndarray, dy: np.ndarray, backend: str):
     def step():
         y, _ = m(inputs())
         output(y).backward(tdy)
+        sync()
 
     return step
 
@@ -173,6 +179,8 @@ def bench_backends() -> list[str]:
 
         torch.set_num_threads(os.cpu_count() or 1)
         names += ["torch", "fastrnn.torch"]
+        if torch.cuda.is_available():
+            names.append("torch-cuda")  # cuDNN, beside fastrnn's "cuda" backend
     except ImportError:
         pass
     return names
