@@ -71,6 +71,14 @@ def _alloc(like: np.ndarray, width: int, training: bool) -> np.ndarray:
     return np.zeros((like.shape[0] if training else 1, like.shape[1], width), like.dtype)
 
 
+def _valid_rows(active: np.ndarray, B: int) -> np.ndarray | None:
+    """Flat indices t*B + b of the (step, row) pairs a part's sequences own; None when they
+    own them all (no padding). With rows sorted longest first these are prefixes per step."""
+    if int(active.sum()) == active.size * B:
+        return None
+    return np.concatenate([t * B + np.arange(n) for t, n in enumerate(active)])
+
+
 def _bias(b_ih: np.ndarray | None, b_hh: np.ndarray | None, size: int, dtype) -> np.ndarray:
     """b_ih + b_hh (zeros without bias): both enter every gate of RNN and LSTM the same way."""
     return np.zeros(size, dtype) if b_ih is None else b_ih + b_hh
@@ -126,13 +134,38 @@ class FusedDriver:
                    for i, r0 in enumerate(results[0]) if i > n]
         return (dx, *dstate0, *weights)
 
+    def _project(self, x: np.ndarray, w_ih: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """x @ w_ih^T for the steps the sequences own (padding stays 0): [T,B,G*H]."""
+        T, B, I = x.shape
+        rows = _valid_rows(active, B)
+        if rows is None:
+            return self.k.project(x, w_ih)
+        xw = np.zeros((T * B, w_ih.shape[0]), x.dtype)
+        xw[rows] = self.k.project(x.reshape(T * B, I)[rows][None], w_ih)[0]
+        return xw.reshape(T, B, -1)
+
     def _param_grads(self, ctx: _Context, part: _Part, dg_in, dg_rec, *dstates):
-        """One part's dx, state gradients, dw_ih, dw_hh, db_ih, db_hh (whole-sequence GEMMs)."""
+        """One part's dx, state gradients, dw_ih, dw_hh, db_ih, db_hh: whole-sequence GEMMs
+        over the (step, row) pairs the sequences own, so padding costs nothing here."""
         k = self.k
-        dx = k.matmul_nn(dg_in, ctx.w_ih)
-        dw_ih = k.matmul_tn(dg_in, part.x)
-        dw_hh = k.matmul_tn(dg_rec, part.h_prev)
-        biases = (k.column_sums(dg_in), k.column_sums(dg_rec)) if ctx.has_bias else (None, None)
+        T, B, I = part.x.shape
+        rows = _valid_rows(part.active, B)
+
+        def own(a: np.ndarray) -> np.ndarray:  # [T,B,F] -> [1, valid rows, F]
+            return a if rows is None else a.reshape(T * B, -1)[rows][None]
+
+        g_in = own(dg_in)
+        g_rec = g_in if dg_rec is dg_in else own(dg_rec)
+        dx_own = k.matmul_nn(g_in, ctx.w_ih)
+        if rows is None:
+            dx = dx_own
+        else:
+            dx = np.zeros((T * B, I), dg_in.dtype)
+            dx[rows] = dx_own[0]
+            dx = dx.reshape(T, B, I)
+        dw_ih = k.matmul_tn(g_in, own(part.x))
+        dw_hh = k.matmul_tn(g_rec, own(part.h_prev))
+        biases = (k.column_sums(g_in), k.column_sums(g_rec)) if ctx.has_bias else (None, None)
         return (dx, *dstates, dw_ih, dw_hh, *biases)
 
     # ------------------------------------------------------------------ RNN
@@ -146,8 +179,8 @@ class FusedDriver:
         def part(xp, h, active):
             y = np.zeros((*xp.shape[:2], H), xp.dtype)
             h_prev, h_new = _alloc(y, H, training), _alloc(y, H, training)
-            k.rnn_forward(k.project(xp, w_ih), w_hh, bias, h, active, reverse, training, relu,
-                          y, h_prev, h_new)
+            k.rnn_forward(self._project(xp, w_ih, active), w_hh, bias, h, active, reverse,
+                          training, relu, y, h_prev, h_new)
             return y, h, _Part(xp, active, h_prev, (h_new,))
 
         return self._forward(x, w_hh, (h0,), lengths, training, part,
@@ -177,7 +210,7 @@ class FusedDriver:
             h_prev = _alloc(y, h.shape[1], training)
             gates, c_prev, tanh_c = (_alloc(y, 4 * H, training), _alloc(y, H, training),
                                      _alloc(y, H, training))
-            k.lstm_forward(k.project(xp, w_ih), w_hh, bias, proj, h, c, active, reverse,
+            k.lstm_forward(self._project(xp, w_ih, active), w_hh, bias, proj, h, c, active, reverse,
                            training, y, h_prev, gates, c_prev, tanh_c)
             return y, h, c, _Part(xp, active, h_prev, (gates, c_prev, tanh_c))
 
@@ -213,8 +246,8 @@ class FusedDriver:
             y = np.zeros((*xp.shape[:2], H), xp.dtype)
             h_prev, gates, hw_n = (_alloc(y, H, training), _alloc(y, 3 * H, training),
                                    _alloc(y, H, training))
-            k.gru_forward(k.project(xp, w_ih), w_hh, bi, bh, h, active, reverse, training,
-                          y, h_prev, gates, hw_n)
+            k.gru_forward(self._project(xp, w_ih, active), w_hh, bi, bh, h, active, reverse,
+                          training, y, h_prev, gates, hw_n)
             return y, h, _Part(xp, active, h_prev, (gates, hw_n))
 
         return self._forward(x, w_hh, (h0,), lengths, training, part,
