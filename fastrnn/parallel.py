@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 _local = threading.local()
@@ -71,7 +71,10 @@ def run(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
             c.set_num_threads(1)
         try:
             futures = [_executor().submit(_inside, task) for task in tasks[1:]]
-            first = _inside(tasks[0])
+            try:
+                first = _inside(tasks[0])
+            finally:
+                wait(futures)  # never leave the region with a task still running
             return [first, *(f.result() for f in futures)]
         finally:
             for c, n in zip(blas, saved, strict=True):
