@@ -34,6 +34,9 @@ SHAPES = {
 }
 MODES = ("inference", "training")
 GATE_COUNT = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+#: Pause before each measurement: torch's OpenMP workers spin for milliseconds after its last
+#: operation and would slow whichever backend is measured next.
+SETTLE_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,7 @@ def run(cases: Iterable[Case], names: list[str] | None = None, min_time: float =
         for name in names:
             if progress:
                 progress(f"{case.cell} {case.shape} {case.mode} {name}")
+            time.sleep(SETTLE_SECONDS)
             seconds = measure(make_runner(case, name), min_time=min_time)
             row[name] = Result(case.cell, case.shape, case.mode, name, seconds * 1e3,
                                case.flops / seconds / 1e9)
