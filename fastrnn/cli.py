@@ -23,11 +23,14 @@ def _bench(args: argparse.Namespace) -> int:
     from .sysinfo import collect
 
     info = collect()
+    known = [*info["backends"], "torch", "fastrnn.torch", "torch-cuda"]
     for name in args.backends or []:
-        if name != "torch" and name not in info["backends"]:
-            raise ValueError(f"unknown backend {name!r}; known: torch, "
-                             f"{', '.join(info['backends'])}")
-    cases = bench.grid(args.cells, args.shapes, args.modes)
+        if name not in known:
+            raise ValueError(f"unknown backend {name!r}; known: {', '.join(known)}")
+    shapes = args.shapes
+    if shapes is None:  # --quick leaves out the large shape unless it is asked for
+        shapes = [s for s in bench.SHAPES if not (args.quick and s == "large")]
+    cases = bench.grid(args.cells, shapes, args.modes)
     blas = ", ".join(f"{lib['internal_api']} {lib['architecture']} x{lib['num_threads']}"
                      for lib in info["blas"])
     print(f"fastrnn {info['fastrnn']} bench: {len(cases)} cases, BLAS: {blas}, "
@@ -152,15 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time every backend against the reference and torch")
     bench.add_argument("--cells", nargs="+", choices=["rnn_tanh", "rnn_relu", "lstm", "gru"],
                        default=list(CELLS))
-    bench.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES),
+    bench.add_argument("--shapes", nargs="+", choices=list(SHAPES),
                        help="streaming (T=200,B=1,I=32,H=64), medium (50,32,128,128), "
-                            "large (100,64,256,256)")
+                            "large (100,64,256,256), packed (100,32,128,128, ragged); "
+                            "default: all (--quick: all but large)")
     bench.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     bench.add_argument("--backends", nargs="+", metavar="NAME",
                        help="backends to time (default: every available one, and torch)")
     bench.add_argument("--min-time", type=float, default=0.5,
                        help="seconds of repeats per measurement (default 0.5)")
-    bench.add_argument("--quick", action="store_true", help="short measurements (< 1 min)")
+    bench.add_argument("--quick", action="store_true",
+                       help="short measurements, no large shape (about a minute)")
     bench.add_argument("--latency", action="store_true",
                        help="also time the first call in a new process (cold and warm cache)")
     bench.add_argument("--json", metavar="FILE", help="save results and machine info as JSON")

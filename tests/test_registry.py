@@ -139,3 +139,10 @@ def test_bench_command_writes_table_and_json(tmp_path, capsys):
 def test_bench_command_rejects_unknown_backend(capsys):
     assert main(["bench", "--backends", "warp", "--quick"]) == 1
     assert "unknown backend 'warp'" in capsys.readouterr().err
+
+
+def test_bench_quick_leaves_out_the_large_shape(capsys):
+    assert main(["bench", "--cells", "rnn_tanh", "--modes", "inference", "--backends",
+                 "reference", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "streaming" in out and "packed" in out and "large" not in out
