@@ -30,34 +30,65 @@ def test_conforms_on_tiny_shapes(cell, dtype):
                                            bias=bias, seed=T + B), dtype)
 
 
-def test_lstm_projection_conforms():
-    check_backend("cuda", make_problem("lstm", 3, 2, 2, 4, P=2, ragged=True, reverse=True),
-                  np.float64)
+@pytest.fixture(params=["persistent", "per-step"])
+def kernels(request, monkeypatch):
+    """Runs a test with each kind of time-loop kernel: persistent (w_hh in shared memory)
+    and per-step (what sizes that do not fit on chip get), forced by leaving no room."""
+    if request.param == "per-step":
+        from fastrnn.backends import cuda as cuda_backend
+
+        monkeypatch.setattr(cuda_backend, "SHARED_BYTES", 0)
+    return request.param
 
 
-def test_weights_from_global_memory_when_they_do_not_fit_on_chip(monkeypatch):
+@pytest.mark.parametrize("cell", CELLS)
+def test_per_step_kernels_conform(cell, monkeypatch):
+    """Several tiles of sequences and units (TILE is 4 in the simulator), ragged, reverse."""
     from fastrnn.backends import cuda as cuda_backend
 
     monkeypatch.setattr(cuda_backend, "SHARED_BYTES", 0)
-    for cell in ("lstm", "gru", "rnn_tanh"):
-        check_backend("cuda", make_problem(cell, 2, 2, 2, 3, ragged=True, seed=4), np.float64)
+    check_backend("cuda", make_problem(cell, 3, 5, 2, 6, ragged=True, reverse=True, seed=1),
+                  np.float64)
+    check_backend("cuda", make_problem(cell, 2, 2, 3, 3, bias=False, seed=2), np.float32)
 
 
-def test_device_arrays_in_device_arrays_out():
+def test_lstm_projection_conforms(kernels):
+    check_backend("cuda", make_problem("lstm", 3, 3, 2, 5, P=3, ragged=True, reverse=True,
+                                       seed=3), np.float64)
+
+
+def test_kernel_choice():
+    from fastrnn.backends.cuda import persistent_launch
+
+    # LSTM H=16 float32: state 32 values + w_hh 64x16 fit in 48 KiB -> persistent
+    assert persistent_launch(16, 32, 64 * 16, np.float32) == (32, (32 + 64 * 16) * 4)
+    assert persistent_launch(100, 200, 400 * 100, np.float32) is None  # 160 KB of w_hh
+    assert persistent_launch(1025, 0, 0, np.float32) is None  # more units than threads
+
+
+def test_device_arrays_in_device_arrays_out(kernels):
     from numba import cuda
 
-    pb = make_problem("gru", 3, 2, 2, 3, seed=5)
+    pb = make_problem("lstm", 3, 2, 2, 3, ragged=True, seed=5)
     be = backends.get("cuda")
     host = be.forward(*pb.args(), **pb.kwargs())
     dev_args = [a if a is None or isinstance(a, str) else cuda.to_device(a) for a in pb.args()]
     out = be.forward(*dev_args, **pb.kwargs())
     assert not isinstance(out.y, np.ndarray)
     np.testing.assert_allclose(out.y.copy_to_host(), host.y, rtol=1e-12)
-    grads = be.backward(cuda.to_device(pb.dy), cuda.to_device(pb.dh_n), None, out.ctx)
-    ref = be.backward(pb.dy, pb.dh_n, None, host.ctx)
-    np.testing.assert_allclose(grads.dw_hh.copy_to_host(), ref.dw_hh, rtol=1e-12)
+    np.testing.assert_allclose(out.c_n.copy_to_host(), host.c_n, rtol=1e-12)
+    dh_n, dc_n = cuda.to_device(pb.dh_n), cuda.to_device(pb.dc_n)
+    grads = be.backward(cuda.to_device(pb.dy), dh_n, dc_n, out.ctx)
+    ref = be.backward(pb.dy, pb.dh_n, pb.dc_n, host.ctx)
+    for field in ("dx", "dh0", "dc0", "dw_hh", "db_ih"):
+        np.testing.assert_allclose(getattr(grads, field).copy_to_host(), getattr(ref, field),
+                                   rtol=1e-12)
+    # the caller's device arrays are inputs only
+    for given, original in ((dev_args[6], pb.h0), (dev_args[7], pb.c0), (dh_n, pb.dh_n),
+                            (dc_n, pb.dc_n)):
+        np.testing.assert_array_equal(given.copy_to_host(), original)
     with pytest.raises(ValueError, match=r"h0 must have shape \(2, 3\)"):
-        be.forward("gru", dev_args[1], *dev_args[2:6], cuda.to_device(np.zeros((3, 3))))
+        be.forward("lstm", *dev_args[1:6], cuda.to_device(np.zeros((3, 3))), dev_args[7])
 
 
 def test_the_stack_runs_on_it_unchanged():
@@ -72,9 +103,3 @@ def test_the_stack_runs_on_it_unchanged():
     dx, _ = ours.backward(np.ones_like(y))
     dx_ref, _ = ref.backward(np.ones_like(y))
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
-
-
-def test_too_many_units_is_a_clear_error():
-    pb = make_problem("rnn_tanh", 1, 1, 1, 1025, seed=0)
-    with pytest.raises(ValueError, match="up to 1024"):
-        backends.get("cuda").forward(*pb.args(), **pb.kwargs())

@@ -1,11 +1,12 @@
-"""CUDA backend (numba.cuda): persistent fused kernels, tested in numba's CUDA simulator.
+"""CUDA backend (numba.cuda): fused GPU kernels, tested in numba's CUDA simulator.
 
 Takes NumPy arrays (copied to the GPU and back) or device arrays (numba's, or any object with
 ``__cuda_array_interface__``, such as a CUDA torch tensor), which stay on the GPU: results
-then come back as numba device arrays. Kernels live in :mod:`.kernels`: a tiled GEMM for the
-input projection and the weight gradients, and per cell one persistent kernel for the whole
-forward time loop and one for the backward loop. Limit: hidden and projection sizes up to
-1024 (one thread per unit in a block).
+then come back as numba device arrays. Kernels live in :mod:`.kernels`. Per call: one tiled
+GEMM projects the inputs of all steps (biases folded in); then, when w_hh and the state fit in
+a block's shared memory, one persistent kernel runs the whole time loop (one block per
+sequence), else one fused per-step kernel per time step (tiles of sequences x units, any
+size); after the backward loop, tiled GEMMs give dx and the weight gradients.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import numpy as np
 
 #: Accepts device arrays (the kernel contract checks them by their interface, no copy).
 DEVICE_ARRAYS = True
-MAX_UNITS = 1024
-#: Dynamic shared memory a block may use without opting in (bytes); w_hh goes there if it fits.
+#: Threads a block may have: the persistent kernels use one per unit.
+MAX_THREADS = 1024
+#: Dynamic shared memory a block may use without opting in (bytes): the persistent kernels
+#: run when w_hh and their state fit there.
 SHARED_BYTES = 48 * 1024
 
 
@@ -57,34 +60,50 @@ def _dev(a: Any):
     return cuda.as_cuda_array(a)  # any other __cuda_array_interface__ object, zero-copy
 
 
-def _host(a: Any) -> np.ndarray:
-    return a if isinstance(a, np.ndarray) else _dev(a).copy_to_host()
+def _fresh(a: Any):
+    """A new device array holding a copy of `a` (host or device): a state the kernels may
+    overwrite without touching the caller's array."""
+    cuda, _ = _cuda()
+    if isinstance(a, np.ndarray):
+        return cuda.to_device(np.ascontiguousarray(a))
+    out = cuda.device_array(a.shape, a.dtype)
+    out.copy_to_device(_dev(a))
+    return out
 
 
-@dataclass
-class _Saved:
-    host: bool  # inputs were NumPy arrays: return NumPy arrays
-    x: Any
-    w_ih: Any
-    w_hh: Any
-    lengths: Any
-    reverse: bool
-    has_bias: bool
-    h_prev: Any
-    buffers: tuple
-    w_hr: Any = None
-    relu: bool = False
+def _zeros(shape: tuple[int, ...], dtype):
+    """A zero-filled device array, filled on the GPU (no host buffer, no transfer)."""
+    cuda, k = _cuda()
+    out = cuda.device_array(shape, dtype)
+    if out.size:
+        flat = out.reshape(out.size)
+        k.fill_zero[(out.size + 255) // 256, 256](flat, flat.dtype.type(0))
+    return out
 
 
-def _matmul(a, b, trans_a: bool, trans_b: bool):
-    """op(a) @ op(b) for 2-d device arrays, a new device array."""
+def _empty(dtype):
+    """A length-0 device array: an absent bias or projection for the kernels."""
+    return _cuda()[0].device_array(0, dtype)
+
+
+def _matmul(a, b, trans_a: bool, trans_b: bool, bias1=None, bias2=None):
+    """op(a) @ op(b) (+ bias1 + bias2, per column) for 2-d device arrays, a new device array."""
     cuda, k = _cuda()
     M = a.shape[1] if trans_a else a.shape[0]
     N = b.shape[0] if trans_b else b.shape[1]
     c = cuda.device_array((M, N), a.dtype)
-    grid = ((N + k.TILE - 1) // k.TILE, (M + k.TILE - 1) // k.TILE)
-    k.gemm[grid, (k.TILE, k.TILE)](a, b, c, trans_a, trans_b, a.dtype.type(0))
+    if c.size:
+        b1 = _empty(a.dtype) if bias1 is None else bias1
+        b2 = _empty(a.dtype) if bias2 is None else bias2
+        k.gemm[_grid(N, M), (k.TILE, k.TILE)](a, trans_a, b, trans_b, c, b1, b2,
+                                             a.dtype.type(0))
     return c
+
+
+def _grid(columns: int, rows: int) -> tuple[int, int]:
+    """Blocks of the tiled kernels: x over columns (units), y over rows (sequences)."""
+    tile = _cuda()[1].TILE
+    return (columns + tile - 1) // tile, (rows + tile - 1) // tile
 
 
 def _flat(a):
@@ -99,32 +118,68 @@ def _column_sums(a):
     return out
 
 
-def _launch_shape(units: int, shared_elems: int, weights: int, dtype) -> tuple[int, bool, int]:
-    """Threads per block, whether w_hh goes to shared memory, and the dynamic shared bytes."""
-    if units > MAX_UNITS:
-        raise ValueError(f"the CUDA backend supports hidden/projection sizes up to {MAX_UNITS}, "
-                         f"got {units}")
-    threads = max(32, (units + 31) // 32 * 32)
-    size = np.dtype(dtype).itemsize
-    w_shared = (shared_elems + weights) * size <= SHARED_BYTES
-    return threads, w_shared, (shared_elems + (weights if w_shared else 0)) * size
+def persistent_launch(units: int, shared_elems: int, weights: int,
+                      dtype: Any) -> tuple[int, int] | None:
+    """(threads per block, dynamic shared bytes) of a persistent kernel over `units` units
+    that keeps `shared_elems` state values and `weights` (w_hh) on chip; None when they do
+    not fit in SHARED_BYTES or the units exceed MAX_THREADS: then the per-step kernels run."""
+    need = (shared_elems + weights) * np.dtype(dtype).itemsize
+    if units > MAX_THREADS or need > SHARED_BYTES:
+        return None
+    return max(32, (units + 31) // 32 * 32), need
 
 
-def _start(x, w_ih, lengths, training, widths):
-    """Device copies, the input projection of all steps (one GEMM), lengths on the device,
-    and zeroed saved buffers [steps,B,width] for each width (one step slot in inference)."""
-    cuda, _ = _cuda()
-    T, B, I = x.shape
-    xd, wd = _dev(x), _dev(w_ih)
-    xw = _matmul(_flat(xd), wd, False, True).reshape(T, B, wd.shape[0])
-    lens = np.full(B, T, np.int64) if lengths is None else np.asarray(lengths, np.int64)
-    steps = T if training else 1
-    buffers = [cuda.to_device(np.zeros((steps, B, w), xd.dtype)) for w in widths]
-    return xd, wd, xw, cuda.to_device(lens), buffers
+@dataclass
+class _Run:
+    """One call's common parts: dtype, lengths (host and device), steps to run."""
+
+    T: int
+    B: int
+    dtype: np.dtype
+    lengths: np.ndarray  # int64 [B], host
+    lengths_dev: Any
+    training: bool
+
+    @classmethod
+    def start(cls, x_shape, dtype, lengths, training: bool) -> _Run:
+        T, B = x_shape[0], x_shape[1]
+        lens = np.full(B, T, np.int64) if lengths is None else np.asarray(lengths, np.int64)
+        return cls(T, B, np.dtype(dtype), lens, _dev(lens), training)
+
+    @property
+    def steps(self) -> int:
+        """Steps of the longest sequence: the per-step loop's length."""
+        return int(self.lengths.max(initial=0))
+
+    @property
+    def one(self):
+        return self.dtype.type(1)
+
+    def saved(self, *widths: int) -> list:
+        """Zeroed [T,B,width] buffers the forward saves for backward ([0,B,width] when not
+        training: the kernels write them only in training)."""
+        return [_zeros((self.T if self.training else 0, self.B, w), self.dtype) for w in widths]
 
 
-def _bias(b_ih, b_hh, size, dtype):
-    return np.zeros(size, dtype) if b_ih is None else _host(b_ih) + _host(b_hh)
+def _project(x, w_ih, bias1, bias2):
+    """xw [T,B,G] = x @ w_ih.T + biases, one GEMM over all steps."""
+    T, B, _ = x.shape
+    return _matmul(_flat(x), w_ih, False, True, bias1, bias2).reshape(T, B, w_ih.shape[0])
+
+
+@dataclass
+class _Saved:
+    host: bool  # inputs were NumPy arrays: return NumPy arrays
+    run: _Run
+    x: Any
+    w_ih: Any
+    w_hh: Any
+    reverse: bool
+    has_bias: bool
+    h_prev: Any
+    buffers: tuple
+    w_hr: Any = None
+    relu: bool = False
 
 
 def _finish(ctx: _Saved, dg_in, dg_rec):
@@ -141,48 +196,96 @@ def _out(host: bool, *arrays):
     return tuple(a if a is None or not host else a.copy_to_host() for a in arrays)
 
 
+def _step_loop(run: _Run, state, launch) -> Any:
+    """Runs launch(s, state, next_state) for every step s, swapping the two state buffers
+    (the kernels copy the state of sequences that have ended); returns the final state."""
+    cuda, _ = _cuda()
+    spare = cuda.device_array(state.shape, state.dtype)
+    for s in range(run.steps):
+        launch(s, state, spare)
+        state, spare = spare, state
+    return state
+
+
 # ------------------------------------------------------------------------------ LSTM
 
 
 def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, training):
     cuda, k = _cuda()
-    T, B, _ = x.shape
-    G, Hp = w_hh.shape
+    xd, wd, w_hh_d = _dev(x), _dev(w_ih), _dev(w_hh)
+    run = _Run.start(xd.shape, xd.dtype, lengths, training)
+    T, B, G, Hp = run.T, run.B, w_hh_d.shape[0], w_hh_d.shape[1]
     H = G // 4
-    xd, wd, xw, lens, (h_prev, gates, c_prev, tanh_c) = _start(
-        x, w_ih, lengths, training, (Hp, G, H, H))
-    w_hh_d = _dev(w_hh)
-    proj = _dev(w_hr) if w_hr is not None else cuda.to_device(np.zeros((0, H), xd.dtype))
-    y = cuda.to_device(np.zeros((T, B, Hp), xd.dtype))
-    h_n, c_n = cuda.device_array((B, Hp), xd.dtype), cuda.device_array((B, H), xd.dtype)
-    threads, w_shared, shared = _launch_shape(max(H, Hp), Hp + H, G * Hp, xd.dtype)
-    k.lstm_forward[B, threads, 0, shared](
-        xw, w_hh_d, _dev(_bias(b_ih, b_hh, G, xd.dtype)), proj, _dev(h0), _dev(c0), lens,
-        reverse, training, xd.dtype.type(1), w_shared, y, h_n, c_n, h_prev, gates, c_prev,
-        tanh_c)
+    xw = _project(xd, wd, _dev(b_ih), _dev(b_hh))
+    h_prev, gates, c_prev, tanh_c = run.saved(Hp, G, H, H)
+    proj = _dev(w_hr) if w_hr is not None else cuda.device_array((0, H), run.dtype)
+    y = _zeros((T, B, Hp), run.dtype)
+    launch = persistent_launch(max(H, Hp), Hp + H, G * Hp, run.dtype)
+    if launch:
+        threads, shared = launch
+        h_n, c_n = cuda.device_array((B, Hp), run.dtype), cuda.device_array((B, H), run.dtype)
+        k.lstm_forward[B, threads, 0, shared](
+            xw, w_hh_d, proj, _dev(h0), _dev(c0), run.lengths_dev, reverse, training, run.one,
+            y, h_n, c_n, h_prev, gates, c_prev, tanh_c)
+    else:
+        c_n = _fresh(c0)
+        project = w_hr is not None
+        m = cuda.device_array((B, H) if project else (0, 0), run.dtype)
+        block = (k.TILE, k.TILE)
+
+        def step(s, h, h_next):
+            k.lstm_step[_grid(H, B), block](
+                s, xw, w_hh_d, h, c_n, run.lengths_dev, reverse, training, project, run.one,
+                m, y, h_next, h_prev, gates, c_prev, tanh_c)
+            if project:
+                k.lstm_project_step[_grid(Hp, B), block](
+                    s, m, proj, h, run.lengths_dev, reverse, run.dtype.type(0), y, h_next)
+
+        h_n = _step_loop(run, _fresh(h0), step)
     host = isinstance(x, np.ndarray)
-    ctx = _Saved(host, xd, wd, w_hh_d, lens, reverse, b_ih is not None, h_prev,
+    ctx = _Saved(host, run, xd, wd, w_hh_d, reverse, b_ih is not None, h_prev,
                  (gates, c_prev, tanh_c), w_hr=proj if w_hr is not None else None)
     return (*_out(host, y, h_n, c_n), ctx if training else None)
 
 
 def lstm_backward(dy, dh_n, dc_n, ctx: _Saved):
     cuda, k = _cuda()
+    run = ctx.run
     gates, c_prev, tanh_c = ctx.buffers
     T, B, G = gates.shape
-    H, Hp = G // 4, dy.shape[2]
+    H, Hp = G // 4, ctx.w_hh.shape[1]
     dy_d = _dev(dy)
-    dgates = cuda.to_device(np.zeros((T, B, G), dy_d.dtype))
-    dh_out = cuda.to_device(np.zeros((T, B, Hp), dy_d.dtype))
-    dh0, dc0 = cuda.device_array((B, Hp), dy_d.dtype), cuda.device_array((B, H), dy_d.dtype)
-    proj = ctx.w_hr if ctx.w_hr is not None else cuda.to_device(np.zeros((0, H), dy_d.dtype))
-    threads, w_shared, shared = _launch_shape(max(H, Hp), Hp + H + G, G * Hp, dy_d.dtype)
-    k.lstm_backward[B, threads, 0, shared](
-        dy_d, _dev(dh_n), _dev(dc_n), ctx.w_hh, proj, ctx.lengths, ctx.reverse,
-        dy_d.dtype.type(1), w_shared, gates, c_prev, tanh_c, dgates, dh_out, dh0, dc0)
+    dgates = _zeros((T, B, G), run.dtype)
+    dh_out = _zeros((T, B, Hp), run.dtype)
+    project = ctx.w_hr is not None
+    proj = ctx.w_hr if project else cuda.device_array((0, H), run.dtype)
+    launch = persistent_launch(max(H, Hp), Hp + H + G, G * Hp, run.dtype)
+    if launch:
+        threads, shared = launch
+        dh0, dc0 = cuda.device_array((B, Hp), run.dtype), cuda.device_array((B, H), run.dtype)
+        k.lstm_backward[B, threads, 0, shared](
+            dy_d, _dev(dh_n), _dev(dc_n), ctx.w_hh, proj, run.lengths_dev, ctx.reverse,
+            run.one, gates, c_prev, tanh_c, dgates, dh_out, dh0, dc0)
+    else:
+        dc0 = _fresh(dc_n)
+        dg = cuda.device_array((B, G), run.dtype)
+        d = cuda.device_array((B, Hp) if project else (0, 0), run.dtype)
+        block = (k.TILE, k.TILE)
+
+        def step(s, dh, dh_next):
+            if project:
+                k.lstm_dh_step[_grid(Hp, B), block](s, dh, dy_d, run.lengths_dev, ctx.reverse,
+                                                    d, dh_out)
+            k.lstm_grad_step[_grid(H, B), block](
+                s, dy_d, dh, d, proj, dc0, run.lengths_dev, ctx.reverse, project, run.one,
+                gates, c_prev, tanh_c, dgates, dg)
+            k.recurrent_grad_step[_grid(Hp, B), block](s, dg, ctx.w_hh, dh, dh, False,
+                                                       run.lengths_dev, dh_next)
+
+        dh0 = _step_loop(run, _fresh(dh_n), step)
     dw_hr = None
-    if ctx.w_hr is not None:
-        out = cuda.device_array((T, B, H), dy_d.dtype)
+    if project:
+        out = cuda.device_array((T, B, H), run.dtype)
         k.lstm_output[(T, B, (H + 31) // 32), (1, 1, 32)](gates, tanh_c, out)
         dw_hr = _matmul(_flat(dh_out), _flat(out), True, False)
     dx, dw_ih, dw_hh, db_ih, db_hh = _finish(ctx, dgates, dgates)
@@ -194,36 +297,60 @@ def lstm_backward(dy, dh_n, dc_n, ctx: _Saved):
 
 def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, training):
     cuda, k = _cuda()
-    T, B, _ = x.shape
-    G, H = w_hh.shape
-    xd, wd, xw, lens, (h_prev, gates, hw_n) = _start(x, w_ih, lengths, training, (H, G, H))
-    w_hh_d = _dev(w_hh)
-    zeros = np.zeros(G, xd.dtype)
-    y = cuda.to_device(np.zeros((T, B, H), xd.dtype))
-    h_n = cuda.device_array((B, H), xd.dtype)
-    threads, w_shared, shared = _launch_shape(H, H, G * H, xd.dtype)
-    k.gru_forward[B, threads, 0, shared](
-        xw, w_hh_d, _dev(zeros if b_ih is None else b_ih), _dev(zeros if b_hh is None else b_hh),
-        _dev(h0), lens, reverse, training, xd.dtype.type(1), w_shared, y, h_n, h_prev, gates,
-        hw_n)
+    xd, wd, w_hh_d = _dev(x), _dev(w_ih), _dev(w_hh)
+    run = _Run.start(xd.shape, xd.dtype, lengths, training)
+    T, B, G = run.T, run.B, w_hh_d.shape[0]
+    H = G // 3
+    xw = _project(xd, wd, _dev(b_ih), None)
+    b_hh_d = _zeros((G,), run.dtype) if b_hh is None else _dev(b_hh)
+    h_prev, gates, hw_n = run.saved(H, G, H)
+    y = _zeros((T, B, H), run.dtype)
+    launch = persistent_launch(H, H, G * H, run.dtype)
+    if launch:
+        threads, shared = launch
+        h_n = cuda.device_array((B, H), run.dtype)
+        k.gru_forward[B, threads, 0, shared](
+            xw, w_hh_d, b_hh_d, _dev(h0), run.lengths_dev, reverse, training, run.one, y, h_n,
+            h_prev, gates, hw_n)
+    else:
+        def step(s, h, h_next):
+            k.gru_step[_grid(H, B), (k.TILE, k.TILE)](
+                s, xw, w_hh_d, b_hh_d, h, run.lengths_dev, reverse, training, run.one, y,
+                h_next, h_prev, gates, hw_n)
+
+        h_n = _step_loop(run, _fresh(h0), step)
     host = isinstance(x, np.ndarray)
-    ctx = _Saved(host, xd, wd, w_hh_d, lens, reverse, b_ih is not None, h_prev, (gates, hw_n))
+    ctx = _Saved(host, run, xd, wd, w_hh_d, reverse, b_ih is not None, h_prev, (gates, hw_n))
     return (*_out(host, y, h_n), ctx if training else None)
 
 
 def gru_backward(dy, dh_n, ctx: _Saved):
     cuda, k = _cuda()
+    run = ctx.run
     gates, hw_n = ctx.buffers
     T, B, G = gates.shape
     H = G // 3
     dy_d = _dev(dy)
-    dg_in = cuda.to_device(np.zeros((T, B, G), dy_d.dtype))
-    dg_rec = cuda.to_device(np.zeros((T, B, G), dy_d.dtype))
-    dh0 = cuda.device_array((B, H), dy_d.dtype)
-    threads, w_shared, shared = _launch_shape(H, H + G, G * H, dy_d.dtype)
-    k.gru_backward[B, threads, 0, shared](
-        dy_d, _dev(dh_n), ctx.w_hh, ctx.lengths, ctx.reverse, dy_d.dtype.type(1), w_shared,
-        ctx.h_prev, gates, hw_n, dg_in, dg_rec, dh0)
+    dg_in, dg_rec = _zeros((T, B, G), run.dtype), _zeros((T, B, G), run.dtype)
+    launch = persistent_launch(H, H + G, G * H, run.dtype)
+    if launch:
+        threads, shared = launch
+        dh0 = cuda.device_array((B, H), run.dtype)
+        k.gru_backward[B, threads, 0, shared](
+            dy_d, _dev(dh_n), ctx.w_hh, run.lengths_dev, ctx.reverse, run.one, ctx.h_prev,
+            gates, hw_n, dg_in, dg_rec, dh0)
+    else:
+        dg, direct = cuda.device_array((B, G), run.dtype), cuda.device_array((B, H), run.dtype)
+        block = (k.TILE, k.TILE)
+
+        def step(s, dh, dh_next):
+            k.gru_grad_step[_grid(H, B), block](
+                s, dy_d, dh, run.lengths_dev, ctx.reverse, run.one, ctx.h_prev, gates, hw_n,
+                dg_in, dg_rec, dg, direct)
+            k.recurrent_grad_step[_grid(H, B), block](s, dg, ctx.w_hh, dh, direct, True,
+                                                      run.lengths_dev, dh_next)
+
+        dh0 = _step_loop(run, _fresh(dh_n), step)
     dx, dw_ih, dw_hh, db_ih, db_hh = _finish(ctx, dg_in, dg_rec)
     return _out(ctx.host, dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
 
@@ -233,33 +360,57 @@ def gru_backward(dy, dh_n, ctx: _Saved):
 
 def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, training, nonlinearity):
     cuda, k = _cuda()
-    T, B, _ = x.shape
-    H = w_hh.shape[0]
-    xd, wd, xw, lens, (h_prev, h_new) = _start(x, w_ih, lengths, training, (H, H))
-    w_hh_d = _dev(w_hh)
+    xd, wd, w_hh_d = _dev(x), _dev(w_ih), _dev(w_hh)
+    run = _Run.start(xd.shape, xd.dtype, lengths, training)
+    T, B, H = run.T, run.B, w_hh_d.shape[0]
+    xw = _project(xd, wd, _dev(b_ih), _dev(b_hh))
     relu = nonlinearity == "relu"
-    y = cuda.to_device(np.zeros((T, B, H), xd.dtype))
-    h_n = cuda.device_array((B, H), xd.dtype)
-    threads, w_shared, shared = _launch_shape(H, H, H * H, xd.dtype)
-    k.rnn_forward[B, threads, 0, shared](
-        xw, w_hh_d, _dev(_bias(b_ih, b_hh, H, xd.dtype)), _dev(h0), lens, reverse, training,
-        relu, xd.dtype.type(1), w_shared, y, h_n, h_prev, h_new)
+    h_prev, h_new = run.saved(H, H)
+    y = _zeros((T, B, H), run.dtype)
+    launch = persistent_launch(H, H, H * H, run.dtype)
+    if launch:
+        threads, shared = launch
+        h_n = cuda.device_array((B, H), run.dtype)
+        k.rnn_forward[B, threads, 0, shared](
+            xw, w_hh_d, _dev(h0), run.lengths_dev, reverse, training, relu, run.one, y, h_n,
+            h_prev, h_new)
+    else:
+        def step(s, h, h_next):
+            k.rnn_step[_grid(H, B), (k.TILE, k.TILE)](
+                s, xw, w_hh_d, h, run.lengths_dev, reverse, training, relu, run.one, y, h_next,
+                h_prev, h_new)
+
+        h_n = _step_loop(run, _fresh(h0), step)
     host = isinstance(x, np.ndarray)
-    ctx = _Saved(host, xd, wd, w_hh_d, lens, reverse, b_ih is not None, h_prev, (h_new,),
+    ctx = _Saved(host, run, xd, wd, w_hh_d, reverse, b_ih is not None, h_prev, (h_new,),
                  relu=relu)
     return (*_out(host, y, h_n), ctx if training else None)
 
 
 def rnn_backward(dy, dh_n, ctx: _Saved):
     cuda, k = _cuda()
+    run = ctx.run
     (h_new,) = ctx.buffers
     T, B, H = h_new.shape
     dy_d = _dev(dy)
-    dpre = cuda.to_device(np.zeros((T, B, H), dy_d.dtype))
-    dh0 = cuda.device_array((B, H), dy_d.dtype)
-    threads, w_shared, shared = _launch_shape(H, 2 * H, H * H, dy_d.dtype)
-    k.rnn_backward[B, threads, 0, shared](
-        dy_d, _dev(dh_n), ctx.w_hh, ctx.lengths, ctx.reverse, ctx.relu, dy_d.dtype.type(1),
-        w_shared, h_new, dpre, dh0)
+    dpre = _zeros((T, B, H), run.dtype)
+    launch = persistent_launch(H, 2 * H, H * H, run.dtype)
+    if launch:
+        threads, shared = launch
+        dh0 = cuda.device_array((B, H), run.dtype)
+        k.rnn_backward[B, threads, 0, shared](
+            dy_d, _dev(dh_n), ctx.w_hh, run.lengths_dev, ctx.reverse, ctx.relu, run.one, h_new,
+            dpre, dh0)
+    else:
+        dg = cuda.device_array((B, H), run.dtype)
+        block = (k.TILE, k.TILE)
+
+        def step(s, dh, dh_next):
+            k.rnn_grad_step[_grid(H, B), block](s, dy_d, dh, run.lengths_dev, ctx.reverse,
+                                                ctx.relu, run.one, h_new, dpre, dg)
+            k.recurrent_grad_step[_grid(H, B), block](s, dg, ctx.w_hh, dh, dh, False,
+                                                      run.lengths_dev, dh_next)
+
+        dh0 = _step_loop(run, _fresh(dh_n), step)
     dx, dw_ih, dw_hh, db_ih, db_hh = _finish(ctx, dpre, dpre)
     return _out(ctx.host, dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
