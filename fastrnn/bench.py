@@ -79,6 +79,7 @@ class Result:
     gflops: float
     vs_reference: float | None = None
     vs_torch: float | None = None
+    vs_cudnn: float | None = None
 
 
 def _module(cell: str, I: int, H: int, backend: str):
@@ -87,15 +88,20 @@ def _module(cell: str, I: int, H: int, backend: str):
     return (LSTM if cell == "lstm" else GRU)(I, H, backend=backend, seed=0)
 
 
+#: Benchmark names that run through torch rather than a fastrnn kernel backend directly.
+TORCH_RUNNERS = ("torch", "torch-cuda", "fastrnn.torch", "fastrnn.torch-cuda")
+
+
 def make_runner(case: Case, backend: str) -> Callable[[], Any]:
     """A zero-argument function that runs `case` once on `backend`: a fastrnn kernel backend,
-    "torch" (torch.nn), "torch-cuda" (torch.nn on the GPU: cuDNN) or "fastrnn.torch" (the
-    torch adapter on the default backend). GPU runs end with a synchronisation."""
+    "torch" (torch.nn), "torch-cuda" (torch.nn on the GPU: cuDNN), "fastrnn.torch" (the
+    torch adapter on the default backend) or "fastrnn.torch-cuda" (the torch adapter on the
+    GPU: the CUDA backend on data that stays there). GPU runs end with a synchronisation."""
     T, B, I, H = case.dims
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     dy = rng.standard_normal((T, B, H)).astype(np.float32)
-    if backend in ("torch", "torch-cuda", "fastrnn.torch"):
+    if backend in TORCH_RUNNERS:
         return _torch_runner(case, x, dy, backend)
     m = _module(case.cell, I, H, backend)
     lengths = case.lengths
@@ -120,7 +126,7 @@ def _torch_runner(case: Case, x: np.ndarray, dy: np.ndarray, backend: str):
         source = torch.nn
     else:
         from . import torch as source
-    device = "cuda" if backend == "torch-cuda" else "cpu"
+    device = "cuda" if backend.endswith("-cuda") else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     T, B, I, H = case.dims
     if case.cell.startswith("rnn"):
@@ -183,7 +189,9 @@ def bench_backends() -> list[str]:
         torch.set_num_threads(os.cpu_count() or 1)
         names += ["torch", "fastrnn.torch"]
         if torch.cuda.is_available():
-            names.append("torch-cuda")  # cuDNN, beside fastrnn's "cuda" backend
+            names.append("torch-cuda")  # cuDNN
+            if "cuda" in names:
+                names.append("fastrnn.torch-cuda")  # our kernels, data on the GPU
     except ImportError:
         pass
     return names
@@ -208,6 +216,8 @@ def run(cases: Iterable[Case], names: list[str] | None = None, min_time: float =
                 r.vs_reference = row["reference"].median_ms / r.median_ms
             if "torch" in row:
                 r.vs_torch = row["torch"].median_ms / r.median_ms
+            if "torch-cuda" in row:
+                r.vs_cudnn = row["torch-cuda"].median_ms / r.median_ms
         results.extend(row.values())
     return results
 
@@ -218,14 +228,17 @@ def grid(cells: Iterable[str] = CELLS, shapes: Iterable[str] = tuple(SHAPES),
 
 
 def format_table(results: list[Result]) -> str:
-    header = (f"{'cell':<9}{'shape':<10}{'mode':<10}{'backend':<14}{'ms':>10}"
-              f"{'GFLOP/s':>9}{'vs ref':>8}{'vs torch':>9}")
+    gpu = any(r.vs_cudnn for r in results)
+    header = (f"{'cell':<9}{'shape':<10}{'mode':<10}{'backend':<19}{'ms':>10}"
+              f"{'GFLOP/s':>9}{'vs ref':>8}{'vs torch':>9}" + (f"{'vs cuDNN':>9}" if gpu else ""))
     lines = [header, "-" * len(header)]
     for r in results:
         vs_ref = f"{r.vs_reference:.1f}x" if r.vs_reference else "-"
         vs_torch = f"{r.vs_torch:.2f}x" if r.vs_torch else "-"
-        lines.append(f"{r.cell:<9}{r.shape:<10}{r.mode:<10}{r.backend:<14}"
-                     f"{r.median_ms:>10.3f}{r.gflops:>9.1f}{vs_ref:>8}{vs_torch:>9}")
+        vs_cudnn = (f"{r.vs_cudnn:.2f}x" if r.vs_cudnn else "-") if gpu else ""
+        lines.append(f"{r.cell:<9}{r.shape:<10}{r.mode:<10}{r.backend:<19}"
+                     f"{r.median_ms:>10.3f}{r.gflops:>9.1f}{vs_ref:>8}{vs_torch:>9}"
+                     + (f"{vs_cudnn:>9}" if gpu else ""))
     return "\n".join(lines)
 
 

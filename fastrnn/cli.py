@@ -23,7 +23,7 @@ def _bench(args: argparse.Namespace) -> int:
     from .sysinfo import collect
 
     info = collect()
-    known = [*info["backends"], "torch", "fastrnn.torch", "torch-cuda"]
+    known = [*info["backends"], *bench.TORCH_RUNNERS]
     for name in args.backends or []:
         if name not in known:
             raise ValueError(f"unknown backend {name!r}; known: {', '.join(known)}")

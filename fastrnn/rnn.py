@@ -20,6 +20,35 @@ from .backends.contract import GATES, check_lengths
 State = np.ndarray | tuple[np.ndarray, np.ndarray]
 
 
+class ArrayOps:
+    """The few array operations the stack does between kernel calls, on NumPy arrays.
+
+    The torch adapter substitutes torch's (:class:`fastrnn.torch.TensorOps`) for CUDA
+    tensors, so the same stack code runs with its arrays on the GPU and a backend that takes
+    device arrays.
+    """
+
+    def empty_like(self, a):
+        return np.empty_like(a)
+
+    def concat(self, arrays: list, axis: int):
+        return np.concatenate(arrays, axis)
+
+    def contiguous(self, a):
+        return np.ascontiguousarray(a)
+
+    def to_backend(self, a):
+        """An array as the kernel backend takes it (None stays None)."""
+        return a
+
+    def from_backend(self, a):
+        """A backend's result as the stack's array type (None stays None)."""
+        return a
+
+
+NUMPY = ArrayOps()
+
+
 def _to_numpy(value: Any) -> np.ndarray:
     """np.asarray that also takes torch tensors (detached, moved to the CPU)."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):
@@ -307,7 +336,7 @@ class RNNBase:
 
     # ---------------------------------------------------------------- the time-major core
 
-    def _keep_mask(self, shape: tuple[int, ...]) -> np.ndarray:
+    def _keep_mask(self, shape: tuple[int, ...], ops: ArrayOps) -> np.ndarray:
         """Inverted-dropout mask between layers: 0 or 1/(1-p), drawn from the module's RNG."""
         keep = 1.0 - self.dropout
         mask = (self._rng.random(shape) < keep).astype(self.dtype)
@@ -316,48 +345,55 @@ class RNNBase:
         return mask
 
     def forward_time_major(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
-                           lengths: np.ndarray | None, save: bool, dropout: bool):
+                           lengths: np.ndarray | None, save: bool, dropout: bool,
+                           ops: ArrayOps = NUMPY):
         """The stack on checked, time-major arrays of the module's dtype, with self.params.
 
         x [T,B,I] C-contiguous, h0 [L*D,B,H_out], c0 [L*D,B,H] (LSTM) or None, lengths int64
-        [B] or None; `dropout`: apply dropout between layers. Returns y [T,B,D*H_out], h_n,
+        [B] or None; `dropout`: apply dropout between layers; `ops`: the arrays' operations
+        (NumPy unless the torch adapter runs it on tensors). Returns y [T,B,D*H_out], h_n,
         c_n (or None) and what :meth:`backward_time_major` needs (None unless `save`).
         Keeps no state.
         """
-        h_n, c_n = np.empty_like(h0), None if c0 is None else np.empty_like(c0)
+        h_n, c_n = ops.empty_like(h0), None if c0 is None else ops.empty_like(c0)
         saved = []
         layer_input = x
         for layer in range(self.num_layers):
 
             def run(direction: int, layer: int = layer, layer_input: np.ndarray = layer_input):
                 k = layer * self.num_directions + direction
-                p = {arg: self.params[name] for arg, name in self._names(layer, direction).items()}
+                p = {arg: ops.to_backend(self.params[name])
+                     for arg, name in self._names(layer, direction).items()}
                 return self._backend.forward(
-                    self.cell, layer_input, p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"),
-                    h0[k], None if c0 is None else c0[k], w_hr=p.get("w_hr"), lengths=lengths,
-                    reverse=direction == 1, training=save)
+                    self.cell, ops.to_backend(layer_input), p["w_ih"], p["w_hh"],
+                    p.get("b_ih"), p.get("b_hh"), ops.to_backend(h0[k]),
+                    None if c0 is None else ops.to_backend(c0[k]), w_hr=p.get("w_hr"),
+                    lengths=lengths, reverse=direction == 1, training=save)
 
             results = self._per_direction(run)
+            ys = []
             for direction, out in enumerate(results):
                 k = layer * self.num_directions + direction
-                h_n[k] = out.h_n
+                h_n[k] = ops.from_backend(out.h_n)
                 if c_n is not None:
-                    c_n[k] = out.c_n
-            y = results[0].y if len(results) == 1 else np.concatenate([r.y for r in results], 2)
+                    c_n[k] = ops.from_backend(out.c_n)
+                ys.append(ops.from_backend(out.y))
+            y = ys[0] if len(ys) == 1 else ops.concat(ys, 2)
             mask = None
             if dropout and self.dropout > 0 and layer < self.num_layers - 1:
-                mask = self._keep_mask(y.shape)
+                mask = self._keep_mask(tuple(y.shape), ops)
                 y = y * mask
             saved.append(([out.ctx for out in results], mask))
             layer_input = y
         return layer_input, h_n, c_n, (saved if save else None)
 
     def backward_time_major(self, saved: list, dy: np.ndarray, dh: np.ndarray,
-                            dc: np.ndarray | None):
+                            dc: np.ndarray | None, ops: ArrayOps = NUMPY):
         """Gradients of a :meth:`forward_time_major` from its `saved`; dy [T,B,D*H_out],
-        dh [L*D,B,H_out], dc [L*D,B,H] (LSTM) or None. Returns dx [T,B,I], dh0, dc0 (or
-        None) and {parameter name: gradient} (new arrays; nothing is accumulated)."""
-        dh0, dc0 = np.empty_like(dh), None if dc is None else np.empty_like(dc)
+        dh [L*D,B,H_out], dc [L*D,B,H] (LSTM) or None, `ops` as in the forward. Returns dx
+        [T,B,I], dh0, dc0 (or None) and {parameter name: gradient} (new arrays; nothing is
+        accumulated)."""
+        dh0, dc0 = ops.empty_like(dh), None if dc is None else ops.empty_like(dc)
         grads: dict[str, np.ndarray] = {}
         Hout = self.output_size
         d_out = dy
@@ -369,19 +405,21 @@ class RNNBase:
             def run(direction: int, layer: int = layer, d_out: np.ndarray = d_out,
                     ctxs: list = ctxs):
                 k = layer * self.num_directions + direction
-                d_y = np.ascontiguousarray(d_out[:, :, direction * Hout:(direction + 1) * Hout])
-                return self._backend.backward(d_y, dh[k], None if dc is None else dc[k],
-                                              ctxs[direction])
+                d_y = ops.contiguous(d_out[:, :, direction * Hout:(direction + 1) * Hout])
+                return self._backend.backward(
+                    ops.to_backend(d_y), ops.to_backend(dh[k]),
+                    None if dc is None else ops.to_backend(dc[k]), ctxs[direction])
 
             d_in = None
             for direction, g in enumerate(self._per_direction(run)):
                 k = layer * self.num_directions + direction
-                d_in = g.dx if d_in is None else d_in + g.dx
-                dh0[k] = g.dh0
+                dx = ops.from_backend(g.dx)
+                d_in = dx if d_in is None else d_in + dx
+                dh0[k] = ops.from_backend(g.dh0)
                 if dc0 is not None:
-                    dc0[k] = g.dc0
+                    dc0[k] = ops.from_backend(g.dc0)
                 for arg, name in self._names(layer, direction).items():
-                    grads[name] = getattr(g, "d" + arg)
+                    grads[name] = ops.from_backend(getattr(g, "d" + arg))
             d_out = d_in
         return d_out, dh0, dc0, grads
 

@@ -6,7 +6,9 @@ torch.nn accepts (time-major, batch_first, unbatched, PackedSequence) and return
 outputs; autograd runs through one ``torch.autograd.Function`` over the layer stack of
 :mod:`fastrnn.rnn`, which reads the parameters' memory directly (no copies).
 ``fastrnn.torch.patch()`` swaps torch.nn's classes for these so an unmodified script trains on
-fastrnn. CPU tensors, float32 and float64.
+fastrnn. float32 and float64; CPU tensors run the stack on NumPy views of them, CUDA tensors
+run it on the tensors themselves with the CUDA backend (``backend="cuda"``, chosen by itself
+for a module on a GPU), which reads and writes GPU memory in place.
 """
 
 from __future__ import annotations
@@ -25,26 +27,92 @@ __all__ = ["GRU", "LSTM", "RNN", "RNNBase", "patch"]
 _TORCH_CLASSES = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU, "RNN": torch.nn.RNN}
 
 
+class HostOps(_rnn.ArrayOps):
+    """CPU tensors: the stack runs on NumPy views of them (no copies)."""
+
+    device = torch.device("cpu")
+
+    def from_torch(self, t: torch.Tensor) -> np.ndarray:
+        return t.detach().numpy()
+
+    def to_torch(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a)
+
+    def zeros(self, shape: tuple[int, ...], like: np.ndarray) -> np.ndarray:
+        return np.zeros(shape, like.dtype)
+
+    def index(self, index: np.ndarray) -> np.ndarray:
+        return index
+
+
+class TensorOps(_rnn.ArrayOps):
+    """The stack's array operations on torch tensors of one device: what runs it on a GPU
+    (the CUDA backend takes the tensors through ``__cuda_array_interface__`` and its results
+    come back as tensors on the same memory). On the CPU it hands NumPy views to the backend,
+    which tests this path without a GPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def from_torch(self, t: torch.Tensor) -> torch.Tensor:
+        return t.detach()
+
+    def to_torch(self, a: torch.Tensor) -> torch.Tensor:
+        return a
+
+    def zeros(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        return like.new_zeros(shape)
+
+    def index(self, index: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(index, device=self.device)
+
+    def empty_like(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.empty_like(a)
+
+    def concat(self, arrays: list, axis: int) -> torch.Tensor:
+        return torch.cat(arrays, axis)
+
+    def contiguous(self, a: torch.Tensor) -> torch.Tensor:
+        return a.contiguous()
+
+    def to_backend(self, a: torch.Tensor | None):
+        if a is None or a.device.type != "cpu":
+            return a
+        return a.numpy()
+
+    def from_backend(self, a: Any) -> torch.Tensor | None:
+        return None if a is None else torch.as_tensor(a, device=self.device)
+
+
+_HOST = HostOps()
+
+
+def _ops_for(device: torch.device) -> _rnn.ArrayOps:
+    """How the stack handles arrays of `device`: NumPy views on the CPU, tensors elsewhere."""
+    return _HOST if device.type == "cpu" else TensorOps(device)
+
+
 class _Stack(_rnn.RNNBase):
-    """The NumPy layer stack, its parameters views of a torch module's and its dropout drawn
+    """The layer stack, its parameters views of a torch module's and its dropout drawn
     from torch's RNG (so torch.manual_seed governs it as it does torch.nn's)."""
 
     def _init_parameters(self) -> None:  # parameters belong to the torch module
         pass
 
-    def _keep_mask(self, shape: tuple[int, ...]) -> np.ndarray:
+    def _keep_mask(self, shape: tuple[int, ...], ops: _rnn.ArrayOps):
         keep = 1.0 - self.dropout
-        mask = torch.bernoulli(torch.full(shape, keep, dtype=torch.float64)).numpy()
+        mask = torch.bernoulli(torch.full(shape, keep, dtype=torch.float64, device=ops.device))
         if keep > 0:
             mask /= keep
-        return mask.astype(self.dtype)
+        dtype = torch.float64 if self.dtype == np.float64 else torch.float32
+        return ops.from_torch(mask.to(dtype))
 
 
 def _packed_index(batch_sizes: torch.Tensor, sorted_indices: torch.Tensor | None, B: int):
     """For each row of a PackedSequence's data, its flat index t*B + b into a padded,
     time-major [T,B] grid in the original batch order; and each sequence's length."""
     sizes = batch_sizes.numpy()
-    order = np.arange(B) if sorted_indices is None else sorted_indices.numpy()
+    order = np.arange(B) if sorted_indices is None else sorted_indices.cpu().numpy()
     t = np.repeat(np.arange(len(sizes)), sizes)
     j = np.arange(len(t)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # rank within step t
     lengths = np.zeros(B, np.int64)
@@ -62,43 +130,46 @@ class _StackFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, module: RNNBase, lengths, index, T, x, h0, c0, *weights):
-        stack = module._bind(weights, x.dtype)
+        ops = _ops_for(x.device)
+        stack = module._bind(weights, x.dtype, ops)
         save = any(ctx.needs_input_grad[4:])
-        x_np = x.numpy()
+        x_a = ops.from_torch(x)
         if index is not None:  # packed rows -> padded grid, one gather
+            index = ops.index(index)
             B = h0.shape[1]
-            padded = np.zeros((T * B, x_np.shape[1]), x_np.dtype)
-            padded[index] = x_np
-            x_np = padded.reshape(T, B, -1)
+            padded = ops.zeros((T * B, x_a.shape[1]), x_a)
+            padded[index] = x_a
+            x_a = padded.reshape(T, B, -1)
         y, h_n, c_n, saved = stack.forward_time_major(
-            x_np, h0.numpy(), c0.numpy() if c0.numel() else None, lengths, save=save,
-            dropout=module.training)
+            x_a, ops.from_torch(h0), ops.from_torch(c0) if c0.numel() else None, lengths,
+            save=save, dropout=module.training, ops=ops)
         if index is not None:
             y = y.reshape(T * h0.shape[1], -1)[index]
-        ctx.module, ctx.saved, ctx.index, ctx.T = module, saved, index, T
+        ctx.module, ctx.saved, ctx.index, ctx.T, ctx.ops = module, saved, index, T, ops
         ctx.save_for_backward(*weights)  # torch refuses backward if they change in place
-        c_out = torch.from_numpy(c_n) if c_n is not None else x.new_empty(0)
+        c_out = ops.to_torch(c_n) if c_n is not None else x.new_empty(0)
         if c_n is None:
             ctx.mark_non_differentiable(c_out)
-        return torch.from_numpy(y), torch.from_numpy(h_n), c_out
+        return ops.to_torch(y), ops.to_torch(h_n), c_out
 
     @staticmethod
     def backward(ctx, dy, dh_n, dc_n):
-        stack = ctx.module._bind(ctx.saved_tensors, dy.dtype)
-        dy_np = dy.contiguous().numpy()
+        ops = ctx.ops
+        stack = ctx.module._bind(ctx.saved_tensors, dy.dtype, ops)
+        dy_a = ops.from_torch(dy.contiguous())
         B = dh_n.shape[1]
         if ctx.index is not None:
-            padded = np.zeros((ctx.T * B, dy_np.shape[1]), dy_np.dtype)
-            padded[ctx.index] = dy_np
-            dy_np = padded.reshape(ctx.T, B, -1)
-        dc = dc_n.contiguous().numpy() if stack.cell == "lstm" else None
+            padded = ops.zeros((ctx.T * B, dy_a.shape[1]), dy_a)
+            padded[ctx.index] = dy_a
+            dy_a = padded.reshape(ctx.T, B, -1)
+        dc = ops.from_torch(dc_n.contiguous()) if stack.cell == "lstm" else None
         dx, dh0, dc0, grads = stack.backward_time_major(
-            ctx.saved, dy_np, dh_n.contiguous().numpy(), dc)
+            ctx.saved, dy_a, ops.from_torch(dh_n.contiguous()), dc, ops=ops)
         if ctx.index is not None:
             dx = dx.reshape(ctx.T * B, -1)[ctx.index]
-        weight_grads = [torch.from_numpy(grads[name]) for name in ctx.module._flat_weights_names]
-        dc0_t = torch.from_numpy(dc0) if dc0 is not None else None
-        return (None, None, None, None, torch.from_numpy(dx), torch.from_numpy(dh0), dc0_t,
+        weight_grads = [ops.to_torch(grads[name]) for name in ctx.module._flat_weights_names]
+        dc0_t = ops.to_torch(dc0) if dc0 is not None else None
+        return (None, None, None, None, ops.to_torch(dx), ops.to_torch(dh0), dc0_t,
                 *weight_grads)
 
 
@@ -110,9 +181,6 @@ class RNNBase(torch.nn.Module):
                  bidirectional: bool = False, proj_size: int = 0, device: Any = None,
                  dtype: Any = None, *, backend: str | None = None):
         super().__init__()
-        if device is not None and torch.device(device).type != "cpu":
-            raise ValueError(f"fastrnn.torch modules run on the CPU; device={device!r} needs "
-                             "the CUDA backend, which fastrnn does not have yet")
         dtype = dtype or torch.get_default_dtype()
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
@@ -124,6 +192,7 @@ class RNNBase(torch.nn.Module):
                              batch_first, dropout, bidirectional, proj_size,
                              dtype=np.float64 if dtype == torch.float64 else np.float32,
                              backend=backend)
+        self._backend_requested = backend
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         self.num_layers, self.bias = int(num_layers), bool(bias)
         self.batch_first, self.dropout = bool(batch_first), float(dropout)
@@ -134,7 +203,8 @@ class RNNBase(torch.nn.Module):
                   for arg, name in self._stack._names(layer, direction).items()]
         self._flat_weights_names = [name for name, _ in shapes]
         for name, shape in shapes:
-            self.register_parameter(name, torch.nn.Parameter(torch.empty(shape, dtype=dtype)))
+            self.register_parameter(name, torch.nn.Parameter(
+                torch.empty(shape, dtype=dtype, device=device)))
         self.reset_parameters()
 
     # -------------------------------------------------------------- torch.nn.RNNBase's API
@@ -151,11 +221,31 @@ class RNNBase(torch.nn.Module):
 
     @property
     def backend(self) -> str:
+        """The kernel backend: the one asked for, else the fastest CPU backend for a module
+        on the CPU and "cuda" for one on a GPU (chosen at each forward)."""
         return self._stack.backend
 
     @backend.setter
     def backend(self, name: str | None) -> None:
         self._stack.backend = name
+        self._backend_requested = name
+
+    def _select_backend(self, device: torch.device) -> None:
+        """Match the backend to the parameters' device, or say why it cannot run there."""
+        current = self._stack._backend
+        if device.type == "cpu":
+            if current.device_arrays and self._backend_requested is None:
+                self._stack.backend = None  # back from a GPU: the default CPU backend
+            return
+        if device.type != "cuda":
+            raise ValueError(f"{type(self).__name__}'s parameters are on {device}; fastrnn "
+                             "runs on the CPU or on CUDA GPUs")
+        if not current.device_arrays:
+            if self._backend_requested is not None:
+                raise ValueError(f"{type(self).__name__}'s parameters are on {device} but "
+                                 f"backend {current.name!r} runs on the CPU: use "
+                                 "backend='cuda', or move the module with .cpu()")
+            self._stack.backend = "cuda"  # a clear error if the CUDA backend is unavailable
 
     @property
     def all_weights(self) -> list[list[torch.nn.Parameter]]:
@@ -184,12 +274,12 @@ class RNNBase(torch.nn.Module):
         self._stack.params = {}
         return self.__dict__.copy()
 
-    def _bind(self, weights, dtype: torch.dtype) -> _Stack:
-        """The stack, its params viewing `weights` (same memory) in `dtype`."""
+    def _bind(self, weights, dtype: torch.dtype, ops: _rnn.ArrayOps) -> _Stack:
+        """The stack, its params viewing `weights` (same memory, as `ops` arrays) in `dtype`."""
         stack = self._stack
         stack.dtype = np.dtype(np.float64 if dtype == torch.float64 else np.float32)
         stack.training = self.training
-        stack.params = {name: w.detach().numpy()
+        stack.params = {name: ops.from_torch(w)
                         for name, w in zip(self._flat_weights_names, weights, strict=True)}
         return stack
 
@@ -199,10 +289,8 @@ class RNNBase(torch.nn.Module):
         """torch.nn's forward: input (L,N,H_in), (N,L,H_in) with batch_first, unbatched
         (L,H_in), or a PackedSequence (output packed too, states in the original order)."""
         weights = [getattr(self, n) for n in self._flat_weights_names]
-        dtype = weights[0].dtype
-        if weights[0].device.type != "cpu":
-            raise ValueError(f"{type(self).__name__}'s parameters are on {weights[0].device}; "
-                             "fastrnn.torch runs on the CPU (no CUDA backend yet)")
+        dtype, device = weights[0].dtype, weights[0].device
+        self._select_backend(device)
         packed = isinstance(input, PackedSequence)
         lengths = index = None
         if packed:
@@ -222,13 +310,13 @@ class RNNBase(torch.nn.Module):
             unbatched = x.dim() == 2
             x = x.unsqueeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
             T, B = x.shape[0], x.shape[1]
-        self._check_tensor(x, "input", dtype)
+        self._check_tensor(x, "input", dtype, device)
         if x.shape[-1] != self.input_size:
             raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected "
                                f"{self.input_size}, got {x.shape[-1]}")
         if T == 0:
             raise ValueError("input has no time steps")
-        h0, c0 = self._initial_state(hx, B, unbatched, dtype)
+        h0, c0 = self._initial_state(hx, B, unbatched, dtype, device)
         y, h_n, c_n = _StackFunction.apply(self, lengths, index, T, x.contiguous(), h0, c0,
                                            *weights)
         if packed:
@@ -242,22 +330,25 @@ class RNNBase(torch.nn.Module):
         return y, ((h_n, c_n) if self.mode == "LSTM" else h_n)
 
     @staticmethod
-    def _check_tensor(t: torch.Tensor, name: str, dtype: torch.dtype) -> None:
-        if t.device.type != "cpu":
-            raise ValueError(f"{name} is on {t.device}; fastrnn.torch runs on the CPU (the CUDA "
-                             "backend does not exist yet): move it with .cpu()")
+    def _check_tensor(t: torch.Tensor, name: str, dtype: torch.dtype,
+                      device: torch.device) -> None:
+        if t.device != device:
+            raise ValueError(f"{name} is on {t.device} but the parameters are on {device}: "
+                             f"move it with .to({str(device)!r})")
         if t.dtype != dtype:
             raise RuntimeError(f"{name} must have the dtype of the parameters, {dtype}, got "
                                f"{t.dtype}")
 
-    def _initial_state(self, hx: Any, B: int, unbatched: bool, dtype: torch.dtype):
+    def _initial_state(self, hx: Any, B: int, unbatched: bool, dtype: torch.dtype,
+                       device: torch.device):
         D = self._stack.num_directions
         shape_h = (self.num_layers * D, B, self.proj_size or self.hidden_size)
         shape_c = (self.num_layers * D, B, self.hidden_size)
         is_lstm = self.mode == "LSTM"
         if hx is None:
-            return (torch.zeros(shape_h, dtype=dtype),
-                    torch.zeros(shape_c, dtype=dtype) if is_lstm else torch.empty(0, dtype=dtype))
+            return (torch.zeros(shape_h, dtype=dtype, device=device),
+                    torch.zeros(shape_c, dtype=dtype, device=device) if is_lstm
+                    else torch.empty(0, dtype=dtype, device=device))
         if is_lstm != isinstance(hx, tuple):
             raise TypeError("LSTM expects hx as a tuple (h_0, c_0)" if is_lstm
                             else f"{type(self).__name__} expects hx as a Tensor, not a tuple")
@@ -266,7 +357,7 @@ class RNNBase(torch.nn.Module):
         for t, shape, name in zip(parts, (shape_h, shape_c), ("h_0", "c_0"), strict=False):
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"{name} must be a Tensor, got {type(t).__name__}")
-            self._check_tensor(t, name, dtype)
+            self._check_tensor(t, name, dtype, device)
             if unbatched:
                 if t.dim() != 2:
                     raise RuntimeError(f"For unbatched 2-D input, {name} should also be 2-D "
@@ -276,7 +367,7 @@ class RNNBase(torch.nn.Module):
                 raise RuntimeError(f"Expected hidden size {shape}, got {tuple(t.shape)}"
                                    f" for {name}")
             out.append(t.contiguous())
-        return out[0], (out[1] if is_lstm else torch.empty(0, dtype=dtype))
+        return out[0], (out[1] if is_lstm else torch.empty(0, dtype=dtype, device=device))
 
 
 class LSTM(RNNBase):

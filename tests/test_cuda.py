@@ -103,3 +103,25 @@ def test_the_stack_runs_on_it_unchanged():
     dx, _ = ours.backward(np.ones_like(y))
     dx_ref, _ = ref.backward(np.ones_like(y))
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_torch_adapter_runs_on_it():
+    """fastrnn.torch with backend='cuda' equals torch.nn (CPU tensors here: in the simulator
+    there are no CUDA tensors; on a GPU a module moved with .cuda() takes this backend)."""
+    torch = pytest.importorskip("torch")
+    import fastrnn.torch as ft
+
+    torch.manual_seed(0)
+    theirs = torch.nn.GRU(2, 3, num_layers=2, bidirectional=True, dtype=torch.float64)
+    torch.manual_seed(0)
+    ours = ft.GRU(2, 3, num_layers=2, bidirectional=True, dtype=torch.float64, backend="cuda")
+    results = []
+    for m in (ours, theirs):
+        x = torch.randn(3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1),
+                        requires_grad=True)
+        y, h = m(x)
+        (y.sum() + h.square().sum()).backward()
+        results.append((y, h, x.grad, m.weight_hh_l1_reverse.grad))
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-10,
+                                   atol=1e-12)

@@ -146,3 +146,15 @@ def test_bench_quick_leaves_out_the_large_shape(capsys):
                  "reference", "--quick"]) == 0
     out = capsys.readouterr().out
     assert "streaming" in out and "packed" in out and "large" not in out
+
+
+def test_bench_table_has_a_cudnn_column_only_with_gpu_results():
+    from fastrnn.bench import Result, format_table
+
+    cpu = [Result("gru", "medium", "training", "numba", 2.0, 10.0, 3.0, 1.5)]
+    assert "vs cuDNN" not in format_table(cpu)
+    gpu = cpu + [Result("gru", "medium", "training", "fastrnn.torch-cuda", 0.5, 40.0, 12.0, 6.0,
+                        1.25)]
+    lines = format_table(gpu).splitlines()
+    assert "vs cuDNN" in lines[0]
+    assert lines[-1].split()[-1] == "1.25x" and lines[-2].split()[-1] == "-"

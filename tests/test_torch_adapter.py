@@ -236,12 +236,54 @@ def test_bad_input_gets_clear_errors():
         m(torch.randn(2, 3, 3), (torch.zeros(1, 2, 4), torch.zeros(1, 3, 4)))
     with pytest.raises(TypeError, match="not a tuple"):
         ft.GRU(3, 4)(torch.randn(2, 3, 3), (torch.zeros(1, 3, 4),))
-    with pytest.raises(ValueError, match="CPU"):
-        ft.GRU(3, 4, device="cuda")
+    with pytest.raises(ValueError, match="input is on meta but the parameters are on cpu"):
+        m(torch.randn(2, 3, 3, device="meta"))
+    with pytest.raises(ValueError, match="on the CPU or on CUDA GPUs"):
+        ft.GRU(3, 4, device="meta")(torch.randn(2, 3, 3, device="meta"))
     with pytest.raises(ValueError, match="nonlinearity|Unknown"):
         ft.RNN(3, 4, nonlinearity="gelu")
     with pytest.raises(TypeError, match="Tensor or PackedSequence"):
         m([[1.0, 2.0, 3.0]])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_tensor_path_matches_torch_nn(seed, monkeypatch):
+    """The path a GPU module takes (the stack on torch tensors, TensorOps), run on the CPU:
+    everything but the CUDA kernels themselves, against torch.nn."""
+    monkeypatch.setattr(ft, "_ops_for", ft.TensorOps)
+    cell, kw, T, B, form = random_case(200 + seed)
+    theirs, ours = pair(cell, torch.float64, None, seed, **kw)
+    assert_match(run(ours, cell, kw, T, B, form, torch.float64, seed),
+                 run(theirs, cell, kw, T, B, form, torch.float64, seed), 1e-9, 1e-11,
+                 f"{cell} {kw} {form}")
+
+
+def test_tensor_path_dropout_equals_host_path(monkeypatch):
+    kw = dict(input_size=3, hidden_size=5, num_layers=3, dropout=0.4, bidirectional=True)
+    results = []
+    for ops in (ft._ops_for, ft.TensorOps):
+        monkeypatch.setattr(ft, "_ops_for", ops)
+        torch.manual_seed(0)
+        m = ft.LSTM(**kw, dtype=torch.float64)
+        results.append(run(m, "lstm", kw | {"batch_first": False}, 4, 3, "dense",
+                           torch.float64, 1))
+    assert_match(results[1], results[0], 0, 0, "dropout")
+
+
+def test_backend_follows_the_parameters_device():
+    m = ft.GRU(3, 4, backend="numba")
+    with pytest.raises(ValueError, match="backend 'numba' runs on the CPU"):
+        m._select_backend(torch.device("cuda", 0))
+    m = ft.GRU(3, 4)
+    cpu_default = m.backend
+    if backends.available()["cuda"][0]:
+        m._select_backend(torch.device("cuda", 0))
+        assert m.backend == "cuda"
+    else:
+        with pytest.raises(ValueError, match="cuda"):
+            m._select_backend(torch.device("cuda", 0))
+    m._select_backend(torch.device("cpu"))
+    assert m.backend == cpu_default
 
 
 DDP_SCRIPT = textwrap.dedent("""
