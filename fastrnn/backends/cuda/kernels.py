@@ -42,6 +42,25 @@ def step_of(s, n, reverse):
     return n - 1 - s if reverse else s
 
 
+#: step_cell's answers for a thread with no work: outside the grid, or its sequence has ended
+OUTSIDE, ENDED = -2, -1
+
+
+@cuda.jit(device=True, inline=True)
+def step_cell(s, lengths, reverse, rows, cols, backward):
+    """(b, j, t) of this thread in a per-step kernel: sequence b, unit j, time index t of
+    step s (backward: the forward's steps counted from the last), or t = OUTSIDE when (b, j)
+    lies outside [rows, cols], ENDED when sequence b has no step s."""
+    b = cuda.blockIdx.y * TILE + cuda.threadIdx.y
+    j = cuda.blockIdx.x * TILE + cuda.threadIdx.x
+    if b >= rows or j >= cols:
+        return b, j, OUTSIDE
+    n = lengths[b]
+    if s >= n:
+        return b, j, ENDED
+    return b, j, step_of(n - 1 - s if backward else s, n, reverse)
+
+
 @cuda.jit(device=True, inline=True)
 def tile_dot(a, trans_a, b, trans_b, M, N, K, col_off, sa, sb, zero):
     """Element (row, col) of op(a)[M,K] @ op(b)[K, col_off:col_off+N], op = transpose when
@@ -130,13 +149,11 @@ def recurrent_grad_step(s, dg, w_hh, dh, direct, has_direct, lengths, dh_next):
     sb = cuda.shared.array((TILE, TILE), dtype=dh.dtype)
     B, Hp = dh.shape
     acc = tile_dot(dg, False, w_hh, False, B, Hp, w_hh.shape[0], 0, sa, sb, dh.dtype.type(0))
-    b = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-    k = cuda.blockIdx.x * TILE + cuda.threadIdx.x
-    if b < B and k < Hp:
-        if s < lengths[b]:
-            dh_next[b, k] = acc + direct[b, k] if has_direct else acc
-        else:
-            dh_next[b, k] = dh[b, k]
+    b, k, t = step_cell(s, lengths, False, B, Hp, True)
+    if t == ENDED:
+        dh_next[b, k] = dh[b, k]
+    elif t != OUTSIDE:
+        dh_next[b, k] = acc + direct[b, k] if has_direct else acc
 
 
 # ------------------------------------------------------------------------------ LSTM
@@ -280,16 +297,13 @@ def lstm_step(s, xw, w_hh, h, c, lengths, reverse, training, project, one,
     a_f = tile_dot(h, False, w_hh, True, B, H, Hp, H, sa, sb, zero)
     a_g = tile_dot(h, False, w_hh, True, B, H, Hp, 2 * H, sa, sb, zero)
     a_o = tile_dot(h, False, w_hh, True, B, H, Hp, 3 * H, sa, sb, zero)
-    b = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-    j = cuda.blockIdx.x * TILE + cuda.threadIdx.x
-    if b >= B or j >= H:
+    b, j, t = step_cell(s, lengths, reverse, B, H, False)
+    if t == OUTSIDE:
         return
-    n = lengths[b]
-    if s >= n:
+    if t == ENDED:
         if not project:
             h_next[b, j] = h[b, j]
         return
-    t = step_of(s, n, reverse)
     cj = c[b, j]
     i = sigmoid(xw[t, b, j] + a_i, one)
     f = sigmoid(xw[t, b, H + j] + a_f, one)
@@ -320,30 +334,22 @@ def lstm_project_step(s, m, w_hr, h, lengths, reverse, zero, y, h_next):
     sb = cuda.shared.array((TILE, TILE), dtype=h.dtype)
     B, Hp = h.shape
     acc = tile_dot(m, False, w_hr, True, B, Hp, m.shape[1], 0, sa, sb, zero)
-    b = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-    p = cuda.blockIdx.x * TILE + cuda.threadIdx.x
-    if b < B and p < Hp:
-        n = lengths[b]
-        if s < n:
-            h_next[b, p] = acc
-            y[step_of(s, n, reverse), b, p] = acc
-        else:
-            h_next[b, p] = h[b, p]
+    b, p, t = step_cell(s, lengths, reverse, B, Hp, False)
+    if t == ENDED:
+        h_next[b, p] = h[b, p]
+    elif t != OUTSIDE:
+        h_next[b, p] = acc
+        y[t, b, p] = acc
 
 
 @cuda.jit
 def lstm_dh_step(s, dh, dy, lengths, reverse, d, dh_out):
     """With projection: d = dh + dy[t] (the projection's output gradient) for running
     sequences, kept in dh_out[t] for dw_hr. Grid (ceil(Hp/TILE), ceil(B/TILE))."""
-    b = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-    p = cuda.blockIdx.x * TILE + cuda.threadIdx.x
-    B, Hp = dh.shape
-    if b < B and p < Hp:
-        n = lengths[b]
-        if s < n:
-            t = step_of(n - 1 - s, n, reverse)
-            d[b, p] = dh[b, p] + dy[t, b, p]
-            dh_out[t, b, p] = d[b, p]
+    b, p, t = step_cell(s, lengths, reverse, dh.shape[0], dh.shape[1], True)
+    if t >= 0:
+        d[b, p] = dh[b, p] + dy[t, b, p]
+        dh_out[t, b, p] = d[b, p]
 
 
 @cuda.jit
@@ -359,14 +365,9 @@ def lstm_grad_step(s, dy, dh, d, w_hr, dc, lengths, reverse, project, one, gates
     dm = zero
     if project:
         dm = tile_dot(d, False, w_hr, False, B, H, w_hr.shape[0], 0, sa, sb, zero)
-    b = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-    j = cuda.blockIdx.x * TILE + cuda.threadIdx.x
-    if b >= B or j >= H:
+    b, j, t = step_cell(s, lengths, reverse, B, H, True)
+    if t < 0:
         return
-    n = lengths[b]
-    if s >= n:
-        return
-    t = step_of(n - 1 - s, n, reverse)
     if not project:
         dm = dh[b, j] + dy[t, b, j]
     d_i, d_f, d_g, d_o, dc_prev = lstm_cell_grads(gates, c_prev, tanh_c, t, b, j, H, dm,
@@ -486,16 +487,13 @@ def gru_step(s, xw, w_hh, b_hh, h, lengths, reverse, training, one,
     u_r = tile_dot(h, False, w_hh, True, B, H, H, 0, sa, sb, zero)
     u_z = tile_dot(h, False, w_hh, True, B, H, H, H, sa, sb, zero)
     u_n = tile_dot(h, False, w_hh, True, B, H, H, 2 * H, sa, sb, zero)
-    b = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-    j = cuda.blockIdx.x * TILE + cuda.threadIdx.x
-    if b >= B or j >= H:
+    b, j, t = step_cell(s, lengths, reverse, B, H, False)
+    if t == OUTSIDE:
         return
-    n = lengths[b]
     hj = h[b, j]
-    if s >= n:
+    if t == ENDED:
         h_next[b, j] = hj
         return
-    t = step_of(s, n, reverse)
     u_n += b_hh[2 * H + j]
     r, z, cand, h_new = gru_unit(xw, t, b, j, H, u_r + b_hh[j], u_z + b_hh[H + j], u_n, hj, one)
     h_next[b, j] = h_new
@@ -511,15 +509,10 @@ def gru_grad_step(s, dy, dh, lengths, reverse, one, h_prev, gates, hw_n, dg_in, 
                   dg, direct):
     """Backward step s: gate gradients into dg_in[t], dg_rec[t] and dg [B,3H], the direct
     part of dh into `direct`. Grid (ceil(H/TILE), ceil(B/TILE))."""
-    b = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-    j = cuda.blockIdx.x * TILE + cuda.threadIdx.x
-    B, H = dh.shape
-    if b >= B or j >= H:
+    H = dh.shape[1]
+    b, j, t = step_cell(s, lengths, reverse, dh.shape[0], H, True)
+    if t < 0:
         return
-    n = lengths[b]
-    if s >= n:
-        return
-    t = step_of(n - 1 - s, n, reverse)
     r, z, cand = gates[t, b, j], gates[t, b, H + j], gates[t, b, 2 * H + j]
     dr, dz, dn, d_direct = gru_unit_grads(dh[b, j] + dy[t, b, j], r, z, cand, h_prev[t, b, j],
                                           hw_n[t, b, j], one)
@@ -615,15 +608,11 @@ def rnn_step(s, xw, w_hh, h, lengths, reverse, training, relu, one, y, h_next, h
     sb = cuda.shared.array((TILE, TILE), dtype=h.dtype)
     B, H = h.shape
     pre = tile_dot(h, False, w_hh, True, B, H, H, 0, sa, sb, one * 0)
-    b = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-    j = cuda.blockIdx.x * TILE + cuda.threadIdx.x
-    if b >= B or j >= H:
-        return
-    n = lengths[b]
-    if s >= n:
+    b, j, t = step_cell(s, lengths, reverse, B, H, False)
+    if t == ENDED:
         h_next[b, j] = h[b, j]
+    if t < 0:
         return
-    t = step_of(s, n, reverse)
     v = activate(xw[t, b, j] + pre, relu, one)
     h_next[b, j] = v
     y[t, b, j] = v
@@ -635,15 +624,9 @@ def rnn_step(s, xw, w_hh, h, lengths, reverse, training, relu, one, y, h_next, h
 @cuda.jit
 def rnn_grad_step(s, dy, dh, lengths, reverse, relu, one, h_new, dpre, dg):
     """Backward step s: pre-activation gradients into dpre[t] and dg [B,H]."""
-    b = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-    j = cuda.blockIdx.x * TILE + cuda.threadIdx.x
-    B, H = dh.shape
-    if b >= B or j >= H:
+    b, j, t = step_cell(s, lengths, reverse, dh.shape[0], dh.shape[1], True)
+    if t < 0:
         return
-    n = lengths[b]
-    if s >= n:
-        return
-    t = step_of(n - 1 - s, n, reverse)
     dp = activation_grad(dh[b, j] + dy[t, b, j], h_new[t, b, j], relu, one)
     dpre[t, b, j] = dp
     dg[b, j] = dp
