@@ -81,9 +81,10 @@ def _zeros(shape: tuple[int, ...], dtype):
     return out
 
 
-def _empty(dtype):
-    """A length-0 device array: an absent bias or projection for the kernels."""
-    return _cuda()[0].device_array(0, dtype)
+def _unused(dtype, ndim: int):
+    """A 1-element device array for a kernel argument the call does not read (numba-cuda's
+    0-size arrays carry no device pointer, so none is passed to a kernel)."""
+    return _cuda()[0].device_array((1,) * ndim, dtype)
 
 
 def _matmul(a, b, trans_a: bool, trans_b: bool, bias1=None, bias2=None):
@@ -93,17 +94,18 @@ def _matmul(a, b, trans_a: bool, trans_b: bool, bias1=None, bias2=None):
     N = b.shape[0] if trans_b else b.shape[1]
     c = cuda.device_array((M, N), a.dtype)
     if c.size:
-        b1 = _empty(a.dtype) if bias1 is None else bias1
-        b2 = _empty(a.dtype) if bias2 is None else bias2
-        k.gemm[_grid(N, M), (k.TILE, k.TILE)](a, trans_a, b, trans_b, c, b1, b2,
-                                             a.dtype.type(0))
+        b1 = _unused(a.dtype, 1) if bias1 is None else bias1
+        b2 = _unused(a.dtype, 1) if bias2 is None else bias2
+        k.gemm[_grid(N, M), (k.TILE, k.TILE)](a, trans_a, b, trans_b, c, b1, bias1 is not None,
+                                             b2, bias2 is not None, a.dtype.type(0))
     return c
 
 
 def _grid(columns: int, rows: int) -> tuple[int, int]:
-    """Blocks of the tiled kernels: x over columns (units), y over rows (sequences)."""
+    """Blocks of the tiled kernels: x over rows (sequences, or all steps' rows, which may
+    exceed y's limit of 65535 blocks), y over columns (units)."""
     tile = _cuda()[1].TILE
-    return (columns + tile - 1) // tile, (rows + tile - 1) // tile
+    return (rows + tile - 1) // tile, (columns + tile - 1) // tile
 
 
 def _flat(a):
@@ -156,9 +158,11 @@ class _Run:
         return self.dtype.type(1)
 
     def saved(self, *widths: int) -> list:
-        """Zeroed [T,B,width] buffers the forward saves for backward ([0,B,width] when not
+        """Zeroed [T,B,width] buffers the forward saves for backward (placeholders when not
         training: the kernels write them only in training)."""
-        return [_zeros((self.T if self.training else 0, self.B, w), self.dtype) for w in widths]
+        if not self.training:
+            return [_unused(self.dtype, 3) for _ in widths]
+        return [_zeros((self.T, self.B, w), self.dtype) for w in widths]
 
 
 def _project(x, w_ih, bias1, bias2):
@@ -218,19 +222,19 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, trai
     H = G // 4
     xw = _project(xd, wd, _dev(b_ih), _dev(b_hh))
     h_prev, gates, c_prev, tanh_c = run.saved(Hp, G, H, H)
-    proj = _dev(w_hr) if w_hr is not None else cuda.device_array((0, H), run.dtype)
+    project = w_hr is not None
+    proj = _dev(w_hr) if project else _unused(run.dtype, 2)
     y = _zeros((T, B, Hp), run.dtype)
     launch = persistent_launch(max(H, Hp), Hp + H, G * Hp, run.dtype)
     if launch:
         threads, shared = launch
         h_n, c_n = cuda.device_array((B, Hp), run.dtype), cuda.device_array((B, H), run.dtype)
         k.lstm_forward[B, threads, 0, shared](
-            xw, w_hh_d, proj, _dev(h0), _dev(c0), run.lengths_dev, reverse, training, run.one,
-            y, h_n, c_n, h_prev, gates, c_prev, tanh_c)
+            xw, w_hh_d, proj, project, _dev(h0), _dev(c0), run.lengths_dev, reverse, training,
+            run.one, y, h_n, c_n, h_prev, gates, c_prev, tanh_c)
     else:
         c_n = _fresh(c0)
-        project = w_hr is not None
-        m = cuda.device_array((B, H) if project else (0, 0), run.dtype)
+        m = cuda.device_array((B, H), run.dtype) if project else _unused(run.dtype, 2)
         block = (k.TILE, k.TILE)
 
         def step(s, h, h_next):
@@ -244,7 +248,7 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, trai
         h_n = _step_loop(run, _fresh(h0), step)
     host = isinstance(x, np.ndarray)
     ctx = _Saved(host, run, xd, wd, w_hh_d, reverse, b_ih is not None, h_prev,
-                 (gates, c_prev, tanh_c), w_hr=proj if w_hr is not None else None)
+                 (gates, c_prev, tanh_c), w_hr=proj if project else None)
     return (*_out(host, y, h_n, c_n), ctx if training else None)
 
 
@@ -258,18 +262,18 @@ def lstm_backward(dy, dh_n, dc_n, ctx: _Saved):
     dgates = _zeros((T, B, G), run.dtype)
     dh_out = _zeros((T, B, Hp), run.dtype)
     project = ctx.w_hr is not None
-    proj = ctx.w_hr if project else cuda.device_array((0, H), run.dtype)
+    proj = ctx.w_hr if project else _unused(run.dtype, 2)
     launch = persistent_launch(max(H, Hp), Hp + H + G, G * Hp, run.dtype)
     if launch:
         threads, shared = launch
         dh0, dc0 = cuda.device_array((B, Hp), run.dtype), cuda.device_array((B, H), run.dtype)
         k.lstm_backward[B, threads, 0, shared](
-            dy_d, _dev(dh_n), _dev(dc_n), ctx.w_hh, proj, run.lengths_dev, ctx.reverse,
+            dy_d, _dev(dh_n), _dev(dc_n), ctx.w_hh, proj, project, run.lengths_dev, ctx.reverse,
             run.one, gates, c_prev, tanh_c, dgates, dh_out, dh0, dc0)
     else:
         dc0 = _fresh(dc_n)
         dg = cuda.device_array((B, G), run.dtype)
-        d = cuda.device_array((B, Hp) if project else (0, 0), run.dtype)
+        d = cuda.device_array((B, Hp), run.dtype) if project else _unused(run.dtype, 2)
         block = (k.TILE, k.TILE)
 
         def step(s, dh, dh_next):

@@ -14,7 +14,9 @@ Three kinds, chosen per call by the host driver (:mod:`fastrnn.backends.cuda`):
 
 Every kernel follows each sequence over its own valid steps (ragged lengths, either
 direction); a sequence that has ended keeps its state and its y rows stay 0. `one` (or `zero`)
-is 1 (0) in the arrays' dtype, so float32 arithmetic stays float32.
+is 1 (0) in the arrays' dtype, so float32 arithmetic stays float32. Arguments a call does not
+use (no projection, inference's saved buffers) are 1-element placeholders, never 0-size
+arrays, and flags say so.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ def step_cell(s, lengths, reverse, rows, cols, backward):
     """(b, j, t) of this thread in a per-step kernel: sequence b, unit j, time index t of
     step s (backward: the forward's steps counted from the last), or t = OUTSIDE when (b, j)
     lies outside [rows, cols], ENDED when sequence b has no step s."""
-    b = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-    j = cuda.blockIdx.x * TILE + cuda.threadIdx.x
+    b = cuda.blockIdx.x * TILE + cuda.threadIdx.y
+    j = cuda.blockIdx.y * TILE + cuda.threadIdx.x
     if b >= rows or j >= cols:
         return b, j, OUTSIDE
     n = lengths[b]
@@ -64,14 +66,15 @@ def step_cell(s, lengths, reverse, rows, cols, backward):
 @cuda.jit(device=True, inline=True)
 def tile_dot(a, trans_a, b, trans_b, M, N, K, col_off, sa, sb, zero):
     """Element (row, col) of op(a)[M,K] @ op(b)[K, col_off:col_off+N], op = transpose when
-    trans_*, for the thread's row = blockIdx.y*TILE + ty and col = blockIdx.x*TILE + tx.
+    trans_*, for the thread's row = blockIdx.x*TILE + ty and col = blockIdx.y*TILE + tx
+    (rows on the grid's x axis, which has room for 2**31 - 1 blocks: all steps' rows fit).
 
     Every thread of the (TILE, TILE) block must call it (it has barriers); threads outside
     [M, N] get a meaningless value. sa, sb: (TILE, TILE) shared arrays. Loads run along the
     contiguous axis of each operand.
     """
     tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-    row0, col0 = cuda.blockIdx.y * TILE, cuda.blockIdx.x * TILE
+    row0, col0 = cuda.blockIdx.x * TILE, cuda.blockIdx.y * TILE
     acc = zero
     for k0 in range(0, K, TILE):
         if trans_a:  # op(a)[r, k] = a[k, r]
@@ -97,19 +100,19 @@ def tile_dot(a, trans_a, b, trans_b, M, N, K, col_off, sa, sb, zero):
 
 
 @cuda.jit
-def gemm(a, trans_a, b, trans_b, c, bias1, bias2, zero):
-    """c[M,N] = op(a) @ op(b) (+ bias1[N]) (+ bias2[N]); a bias of length 0 is left out."""
+def gemm(a, trans_a, b, trans_b, c, bias1, use_bias1, bias2, use_bias2, zero):
+    """c[M,N] = op(a) @ op(b) (+ bias1[N] when use_bias1) (+ bias2[N] when use_bias2)."""
     sa = cuda.shared.array((TILE, TILE), dtype=c.dtype)
     sb = cuda.shared.array((TILE, TILE), dtype=c.dtype)
     M, N = c.shape
     K = a.shape[0] if trans_a else a.shape[1]
     acc = tile_dot(a, trans_a, b, trans_b, M, N, K, 0, sa, sb, zero)
-    row = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-    col = cuda.blockIdx.x * TILE + cuda.threadIdx.x
+    row = cuda.blockIdx.x * TILE + cuda.threadIdx.y
+    col = cuda.blockIdx.y * TILE + cuda.threadIdx.x
     if row < M and col < N:
-        if bias1.shape[0] > 0:
+        if use_bias1:
             acc += bias1[col]
-        if bias2.shape[0] > 0:
+        if use_bias2:
             acc += bias2[col]
         c[row, col] = acc
 
@@ -160,13 +163,13 @@ def recurrent_grad_step(s, dg, w_hh, dh, direct, has_direct, lengths, dh_next):
 
 
 @cuda.jit
-def lstm_forward(xw, w_hh, w_hr, h0, c0, lengths, reverse, training, one,
+def lstm_forward(xw, w_hh, w_hr, project, h0, c0, lengths, reverse, training, one,
                  y, h_n, c_n, h_prev, gates, c_prev, tanh_c):
     """Persistent. xw [T,B,4H] holds x @ w_ih.T + both biases. Thread j < H owns cell j (c in
     a register), thread p < Hp output p. Shared: h [Hp], m = o * tanh(c) [H], w_hh [4H*Hp]."""
     b, j = cuda.blockIdx.x, cuda.threadIdx.x
     G = w_hh.shape[0]
-    H, Hp, P = G // 4, h0.shape[1], w_hr.shape[0]
+    H, Hp = G // 4, h0.shape[1]
     dyn = cuda.shared.array(0, dtype=xw.dtype)
     h_sh, m_sh, w_sh = dyn[:Hp], dyn[Hp:Hp + H], dyn[Hp + H:]
     for i in range(j, G * Hp, cuda.blockDim.x):
@@ -202,7 +205,7 @@ def lstm_forward(xw, w_hh, w_hr, h0, c0, lengths, reverse, training, one,
                 tanh_c[t, b, j] = tc
         cuda.syncthreads()  # every thread has read h: it may change now
         if j < Hp:
-            if P > 0:
+            if project:
                 acc = one * 0
                 for q in range(H):
                     acc += w_hr[j, q] * m_sh[q]
@@ -218,13 +221,13 @@ def lstm_forward(xw, w_hh, w_hr, h0, c0, lengths, reverse, training, one,
 
 
 @cuda.jit
-def lstm_backward(dy, dh_n, dc_n, w_hh, w_hr, lengths, reverse, one, gates, c_prev, tanh_c,
+def lstm_backward(dy, dh_n, dc_n, w_hh, w_hr, project, lengths, reverse, one, gates, c_prev, tanh_c,
                   dgates, dh_out, dh0, dc0):
     """Persistent BPTT of lstm_forward, block b for sequence b. Shared: dh [Hp],
     d(o tanh c) [H], the step's gate gradients [4H], w_hh [4H*Hp]."""
     b, j = cuda.blockIdx.x, cuda.threadIdx.x
     G = w_hh.shape[0]
-    H, Hp, P = G // 4, dh_n.shape[1], w_hr.shape[0]
+    H, Hp = G // 4, dh_n.shape[1]
     dyn = cuda.shared.array(0, dtype=dy.dtype)
     dh_sh, dm_sh = dyn[:Hp], dyn[Hp:Hp + H]
     dg_sh, w_sh = dyn[Hp + H:Hp + H + G], dyn[Hp + H + G:]
@@ -240,13 +243,13 @@ def lstm_backward(dy, dh_n, dc_n, w_hh, w_hr, lengths, reverse, one, gates, c_pr
         if j < Hp:
             d = dh_sh[j] + dy[t, b, j]
             dh_out[t, b, j] = d
-            if P == 0:
+            if not project:
                 dm_sh[j] = d
             else:
                 dh_sh[j] = d
         cuda.syncthreads()
         if j < H:
-            if P > 0:
+            if project:
                 dm = one * 0
                 for p in range(Hp):
                     dm += dh_sh[p] * w_hr[p, j]
@@ -287,7 +290,7 @@ def lstm_step(s, xw, w_hh, h, c, lengths, reverse, training, project, one,
               m, y, h_next, h_prev, gates, c_prev, tanh_c):
     """Step s of every sequence: gates from xw[t] (biases included) + h @ w_hh.T, then c in
     place and m = o * tanh(c). Without projection (`project` False) m is the new state,
-    else :func:`lstm_project_step` makes it. Grid (ceil(H/TILE), ceil(B/TILE))."""
+    else :func:`lstm_project_step` makes it. Grid: sequence tiles x H tiles."""
     sa = cuda.shared.array((TILE, TILE), dtype=h.dtype)
     sb = cuda.shared.array((TILE, TILE), dtype=h.dtype)
     B, Hp = h.shape
@@ -329,7 +332,7 @@ def lstm_step(s, xw, w_hh, h, c, lengths, reverse, training, project, one,
 @cuda.jit
 def lstm_project_step(s, m, w_hr, h, lengths, reverse, zero, y, h_next):
     """h_next = m @ w_hr.T (the projection) for sequences running at step s; the others keep
-    h. Grid (ceil(Hp/TILE), ceil(B/TILE))."""
+    h. Grid: sequence tiles x Hp tiles."""
     sa = cuda.shared.array((TILE, TILE), dtype=h.dtype)
     sb = cuda.shared.array((TILE, TILE), dtype=h.dtype)
     B, Hp = h.shape
@@ -345,7 +348,7 @@ def lstm_project_step(s, m, w_hr, h, lengths, reverse, zero, y, h_next):
 @cuda.jit
 def lstm_dh_step(s, dh, dy, lengths, reverse, d, dh_out):
     """With projection: d = dh + dy[t] (the projection's output gradient) for running
-    sequences, kept in dh_out[t] for dw_hr. Grid (ceil(Hp/TILE), ceil(B/TILE))."""
+    sequences, kept in dh_out[t] for dw_hr. Grid: sequence tiles x Hp tiles."""
     b, p, t = step_cell(s, lengths, reverse, dh.shape[0], dh.shape[1], True)
     if t >= 0:
         d[b, p] = dh[b, p] + dy[t, b, p]
@@ -357,7 +360,7 @@ def lstm_grad_step(s, dy, dh, d, w_hr, dc, lengths, reverse, project, one, gates
                    tanh_c, dgates, dg):
     """Backward step s (the forward's steps, last first): gate gradients into dgates[t] and
     dg [B,4H] (for :func:`recurrent_grad_step`), dc in place. dm = d @ w_hr with projection,
-    else dh + dy[t]. Grid (ceil(H/TILE), ceil(B/TILE))."""
+    else dh + dy[t]. Grid: sequence tiles x H tiles."""
     sa = cuda.shared.array((TILE, TILE), dtype=dh.dtype)
     sb = cuda.shared.array((TILE, TILE), dtype=dh.dtype)
     B, H = dc.shape
@@ -479,7 +482,7 @@ def gru_backward(dy, dh_n, w_hh, lengths, reverse, one, h_prev, gates, hw_n,
 @cuda.jit
 def gru_step(s, xw, w_hh, b_hh, h, lengths, reverse, training, one,
              y, h_next, h_prev, gates, hw_n):
-    """Step s of every sequence. Grid (ceil(H/TILE), ceil(B/TILE))."""
+    """Step s of every sequence. Grid: sequence tiles x H tiles."""
     sa = cuda.shared.array((TILE, TILE), dtype=h.dtype)
     sb = cuda.shared.array((TILE, TILE), dtype=h.dtype)
     B, H = h.shape
@@ -508,7 +511,7 @@ def gru_step(s, xw, w_hh, b_hh, h, lengths, reverse, training, one,
 def gru_grad_step(s, dy, dh, lengths, reverse, one, h_prev, gates, hw_n, dg_in, dg_rec,
                   dg, direct):
     """Backward step s: gate gradients into dg_in[t], dg_rec[t] and dg [B,3H], the direct
-    part of dh into `direct`. Grid (ceil(H/TILE), ceil(B/TILE))."""
+    part of dh into `direct`. Grid: sequence tiles x H tiles."""
     H = dh.shape[1]
     b, j, t = step_cell(s, lengths, reverse, dh.shape[0], H, True)
     if t < 0:
@@ -603,7 +606,7 @@ def rnn_backward(dy, dh_n, w_hh, lengths, reverse, relu, one, h_new, dpre, dh0):
 
 @cuda.jit
 def rnn_step(s, xw, w_hh, h, lengths, reverse, training, relu, one, y, h_next, h_prev, h_new):
-    """Step s of every sequence. Grid (ceil(H/TILE), ceil(B/TILE))."""
+    """Step s of every sequence. Grid: sequence tiles x H tiles."""
     sa = cuda.shared.array((TILE, TILE), dtype=h.dtype)
     sb = cuda.shared.array((TILE, TILE), dtype=h.dtype)
     B, H = h.shape
