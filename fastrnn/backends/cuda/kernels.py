@@ -44,6 +44,15 @@ def step_of(s, n, reverse):
     return n - 1 - s if reverse else s
 
 
+@cuda.jit(device=True, inline=True)
+def to_shared(w, w_sh):
+    """Copy w [R,C] into the flat shared buffer w_sh (row-major), all threads of the block
+    sharing the work; the caller's next barrier makes it visible."""
+    C = w.shape[1]
+    for i in range(cuda.threadIdx.x, w.size, cuda.blockDim.x):
+        w_sh[i] = w[i // C, i % C]
+
+
 #: step_cell's answers for a thread with no work: outside the grid, or its sequence has ended
 OUTSIDE, ENDED = -2, -1
 
@@ -172,8 +181,7 @@ def lstm_forward(xw, w_hh, w_hr, project, h0, c0, lengths, reverse, training, on
     H, Hp = G // 4, h0.shape[1]
     dyn = cuda.shared.array(0, dtype=xw.dtype)
     h_sh, m_sh, w_sh = dyn[:Hp], dyn[Hp:Hp + H], dyn[Hp + H:]
-    for i in range(j, G * Hp, cuda.blockDim.x):
-        w_sh[i] = w_hh[i // Hp, i % Hp]
+    to_shared(w_hh, w_sh)
     if j < Hp:
         h_sh[j] = h0[b, j]
     c = c0[b, j] if j < H else one * 0
@@ -231,8 +239,7 @@ def lstm_backward(dy, dh_n, dc_n, w_hh, w_hr, project, lengths, reverse, one, ga
     dyn = cuda.shared.array(0, dtype=dy.dtype)
     dh_sh, dm_sh = dyn[:Hp], dyn[Hp:Hp + H]
     dg_sh, w_sh = dyn[Hp + H:Hp + H + G], dyn[Hp + H + G:]
-    for i in range(j, G * Hp, cuda.blockDim.x):
-        w_sh[i] = w_hh[i // Hp, i % Hp]
+    to_shared(w_hh, w_sh)
     if j < Hp:
         dh_sh[j] = dh_n[b, j]
     dc = dc_n[b, j] if j < H else one * 0
@@ -411,8 +418,7 @@ def gru_forward(xw, w_hh, b_hh, h0, lengths, reverse, training, one,
     H = G // 3
     dyn = cuda.shared.array(0, dtype=xw.dtype)
     h_sh, w_sh = dyn[:H], dyn[H:]
-    for i in range(j, G * H, cuda.blockDim.x):
-        w_sh[i] = w_hh[i // H, i % H]
+    to_shared(w_hh, w_sh)
     if j < H:
         h_sh[j] = h0[b, j]
     cuda.syncthreads()
@@ -452,8 +458,7 @@ def gru_backward(dy, dh_n, w_hh, lengths, reverse, one, h_prev, gates, hw_n,
     H = G // 3
     dyn = cuda.shared.array(0, dtype=dy.dtype)
     dh_sh, dg_sh, w_sh = dyn[:H], dyn[H:H + G], dyn[H + G:]
-    for i in range(j, G * H, cuda.blockDim.x):
-        w_sh[i] = w_hh[i // H, i % H]
+    to_shared(w_hh, w_sh)
     if j < H:
         dh_sh[j] = dh_n[b, j]
     cuda.syncthreads()
@@ -548,8 +553,7 @@ def rnn_forward(xw, w_hh, h0, lengths, reverse, training, relu, one, y, h_n, h_p
     H = w_hh.shape[0]
     dyn = cuda.shared.array(0, dtype=xw.dtype)
     h_sh, w_sh = dyn[:H], dyn[H:]
-    for i in range(j, H * H, cuda.blockDim.x):
-        w_sh[i] = w_hh[i // H, i % H]
+    to_shared(w_hh, w_sh)
     if j < H:
         h_sh[j] = h0[b, j]
     cuda.syncthreads()
@@ -581,8 +585,7 @@ def rnn_backward(dy, dh_n, w_hh, lengths, reverse, relu, one, h_new, dpre, dh0):
     H = w_hh.shape[0]
     dyn = cuda.shared.array(0, dtype=dy.dtype)
     dh_sh, dp_sh, w_sh = dyn[:H], dyn[H:2 * H], dyn[2 * H:]
-    for i in range(j, H * H, cuda.blockDim.x):
-        w_sh[i] = w_hh[i // H, i % H]
+    to_shared(w_hh, w_sh)
     if j < H:
         dh_sh[j] = dh_n[b, j]
     cuda.syncthreads()
