@@ -337,7 +337,8 @@ class RNNBase:
     # ---------------------------------------------------------------- the time-major core
 
     def _keep_mask(self, shape: tuple[int, ...], ops: ArrayOps) -> np.ndarray:
-        """Inverted-dropout mask between layers: 0 or 1/(1-p), drawn from the module's RNG."""
+        """Inverted-dropout mask between layers: 0 or 1/(1-p), drawn from the module's RNG
+        (NumPy arrays: `ops` matters only to the torch adapter's override)."""
         keep = 1.0 - self.dropout
         mask = (self._rng.random(shape) < keep).astype(self.dtype)
         if keep > 0:

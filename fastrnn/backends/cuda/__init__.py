@@ -96,8 +96,8 @@ def _matmul(a, b, trans_a: bool, trans_b: bool, bias1=None, bias2=None):
     if c.size:
         b1 = _unused(a.dtype, 1) if bias1 is None else bias1
         b2 = _unused(a.dtype, 1) if bias2 is None else bias2
-        k.gemm[_grid(N, M), (k.TILE, k.TILE)](a, trans_a, b, trans_b, c, b1, bias1 is not None,
-                                             b2, bias2 is not None, a.dtype.type(0))
+        _tiled(k.gemm, N, M)(a, trans_a, b, trans_b, c, b1, bias1 is not None, b2,
+                             bias2 is not None, a.dtype.type(0))
     return c
 
 
@@ -106,6 +106,13 @@ def _grid(columns: int, rows: int) -> tuple[int, int]:
     exceed y's limit of 65535 blocks), y over columns (units)."""
     tile = _cuda()[1].TILE
     return (rows + tile - 1) // tile, (columns + tile - 1) // tile
+
+
+def _tiled(kernel, columns: int, rows: int):
+    """`kernel` configured for (TILE, TILE) blocks over rows x columns: done once per call,
+    outside the per-step loop, so each step only launches."""
+    tile = _cuda()[1].TILE
+    return kernel[_grid(columns, rows), (tile, tile)]
 
 
 def _flat(a):
@@ -235,15 +242,15 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, trai
     else:
         c_n = _fresh(c0)
         m = cuda.device_array((B, H), run.dtype) if project else _unused(run.dtype, 2)
-        block = (k.TILE, k.TILE)
+        cell_step = _tiled(k.lstm_step, H, B)
+        project_step = _tiled(k.lstm_project_step, Hp, B)
+        one, zero = run.one, run.dtype.type(0)
 
         def step(s, h, h_next):
-            k.lstm_step[_grid(H, B), block](
-                s, xw, w_hh_d, h, c_n, run.lengths_dev, reverse, training, project, run.one,
-                m, y, h_next, h_prev, gates, c_prev, tanh_c)
+            cell_step(s, xw, w_hh_d, h, c_n, run.lengths_dev, reverse, training, project, one,
+                      m, y, h_next, h_prev, gates, c_prev, tanh_c)
             if project:
-                k.lstm_project_step[_grid(Hp, B), block](
-                    s, m, proj, h, run.lengths_dev, reverse, run.dtype.type(0), y, h_next)
+                project_step(s, m, proj, h, run.lengths_dev, reverse, zero, y, h_next)
 
         h_n = _step_loop(run, _fresh(h0), step)
     host = isinstance(x, np.ndarray)
@@ -274,17 +281,17 @@ def lstm_backward(dy, dh_n, dc_n, ctx: _Saved):
         dc0 = _fresh(dc_n)
         dg = cuda.device_array((B, G), run.dtype)
         d = cuda.device_array((B, Hp), run.dtype) if project else _unused(run.dtype, 2)
-        block = (k.TILE, k.TILE)
+        dh_step = _tiled(k.lstm_dh_step, Hp, B)
+        grad_step = _tiled(k.lstm_grad_step, H, B)
+        recurrent_step = _tiled(k.recurrent_grad_step, Hp, B)
+        one = run.one
 
         def step(s, dh, dh_next):
             if project:
-                k.lstm_dh_step[_grid(Hp, B), block](s, dh, dy_d, run.lengths_dev, ctx.reverse,
-                                                    d, dh_out)
-            k.lstm_grad_step[_grid(H, B), block](
-                s, dy_d, dh, d, proj, dc0, run.lengths_dev, ctx.reverse, project, run.one,
-                gates, c_prev, tanh_c, dgates, dg)
-            k.recurrent_grad_step[_grid(Hp, B), block](s, dg, ctx.w_hh, dh, dh, False,
-                                                       run.lengths_dev, dh_next)
+                dh_step(s, dh, dy_d, run.lengths_dev, ctx.reverse, d, dh_out)
+            grad_step(s, dy_d, dh, d, proj, dc0, run.lengths_dev, ctx.reverse, project, one,
+                      gates, c_prev, tanh_c, dgates, dg)
+            recurrent_step(s, dg, ctx.w_hh, dh, dh, False, run.lengths_dev, dh_next)
 
         dh0 = _step_loop(run, _fresh(dh_n), step)
     dw_hr = None
@@ -317,10 +324,11 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, training):
             xw, w_hh_d, b_hh_d, _dev(h0), run.lengths_dev, reverse, training, run.one, y, h_n,
             h_prev, gates, hw_n)
     else:
+        cell_step, one = _tiled(k.gru_step, H, B), run.one
+
         def step(s, h, h_next):
-            k.gru_step[_grid(H, B), (k.TILE, k.TILE)](
-                s, xw, w_hh_d, b_hh_d, h, run.lengths_dev, reverse, training, run.one, y,
-                h_next, h_prev, gates, hw_n)
+            cell_step(s, xw, w_hh_d, b_hh_d, h, run.lengths_dev, reverse, training, one, y,
+                      h_next, h_prev, gates, hw_n)
 
         h_n = _step_loop(run, _fresh(h0), step)
     host = isinstance(x, np.ndarray)
@@ -345,14 +353,14 @@ def gru_backward(dy, dh_n, ctx: _Saved):
             gates, hw_n, dg_in, dg_rec, dh0)
     else:
         dg, direct = cuda.device_array((B, G), run.dtype), cuda.device_array((B, H), run.dtype)
-        block = (k.TILE, k.TILE)
+        grad_step = _tiled(k.gru_grad_step, H, B)
+        recurrent_step = _tiled(k.recurrent_grad_step, H, B)
+        one = run.one
 
         def step(s, dh, dh_next):
-            k.gru_grad_step[_grid(H, B), block](
-                s, dy_d, dh, run.lengths_dev, ctx.reverse, run.one, ctx.h_prev, gates, hw_n,
-                dg_in, dg_rec, dg, direct)
-            k.recurrent_grad_step[_grid(H, B), block](s, dg, ctx.w_hh, dh, direct, True,
-                                                      run.lengths_dev, dh_next)
+            grad_step(s, dy_d, dh, run.lengths_dev, ctx.reverse, one, ctx.h_prev, gates, hw_n,
+                      dg_in, dg_rec, dg, direct)
+            recurrent_step(s, dg, ctx.w_hh, dh, direct, True, run.lengths_dev, dh_next)
 
         dh0 = _step_loop(run, _fresh(dh_n), step)
     dx, dw_ih, dw_hh, db_ih, db_hh = _finish(ctx, dg_in, dg_rec)
@@ -379,10 +387,11 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, training, nonli
             xw, w_hh_d, _dev(h0), run.lengths_dev, reverse, training, relu, run.one, y, h_n,
             h_prev, h_new)
     else:
+        cell_step, one = _tiled(k.rnn_step, H, B), run.one
+
         def step(s, h, h_next):
-            k.rnn_step[_grid(H, B), (k.TILE, k.TILE)](
-                s, xw, w_hh_d, h, run.lengths_dev, reverse, training, relu, run.one, y, h_next,
-                h_prev, h_new)
+            cell_step(s, xw, w_hh_d, h, run.lengths_dev, reverse, training, relu, one, y,
+                      h_next, h_prev, h_new)
 
         h_n = _step_loop(run, _fresh(h0), step)
     host = isinstance(x, np.ndarray)
@@ -407,13 +416,13 @@ def rnn_backward(dy, dh_n, ctx: _Saved):
             dpre, dh0)
     else:
         dg = cuda.device_array((B, H), run.dtype)
-        block = (k.TILE, k.TILE)
+        grad_step = _tiled(k.rnn_grad_step, H, B)
+        recurrent_step = _tiled(k.recurrent_grad_step, H, B)
+        one = run.one
 
         def step(s, dh, dh_next):
-            k.rnn_grad_step[_grid(H, B), block](s, dy_d, dh, run.lengths_dev, ctx.reverse,
-                                                ctx.relu, run.one, h_new, dpre, dg)
-            k.recurrent_grad_step[_grid(H, B), block](s, dg, ctx.w_hh, dh, dh, False,
-                                                      run.lengths_dev, dh_next)
+            grad_step(s, dy_d, dh, run.lengths_dev, ctx.reverse, ctx.relu, one, h_new, dpre, dg)
+            recurrent_step(s, dg, ctx.w_hh, dh, dh, False, run.lengths_dev, dh_next)
 
         dh0 = _step_loop(run, _fresh(dh_n), step)
     dx, dw_ih, dw_hh, db_ih, db_hh = _finish(ctx, dpre, dpre)
