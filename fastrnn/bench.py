@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from . import backends
+from . import backends, cells
 from .atomic import save_figure, write_bytes
-from .rnn import GRU, LSTM, RNN
+from .rnn import RNNBase
 
 CELLS = ("rnn_tanh", "lstm", "gru")
 #: name -> (T, B, I, H); "packed" is a ragged batch (lengths 10..100, see :func:`lengths_of`):
@@ -33,7 +33,6 @@ SHAPES = {
     "packed": (100, 32, 128, 128),
 }
 MODES = ("inference", "training")
-GATE_COUNT = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 #: Pause before each measurement: torch's OpenMP workers spin for milliseconds after its last
 #: operation and would slow whichever backend is measured next.
 SETTLE_SECONDS = 0.05
@@ -65,7 +64,7 @@ class Case:
         a training step counts 3x that."""
         T, B, I, H = self.dims
         steps = T * B if self.lengths is None else int(self.lengths.sum())
-        forward = 2.0 * steps * (I + H) * GATE_COUNT[self.cell] * H
+        forward = 2.0 * steps * (I + H) * cells.get(self.cell).gates * H
         return forward * (3 if self.mode == "training" else 1)
 
 
@@ -80,12 +79,6 @@ class Result:
     vs_reference: float | None = None
     vs_torch: float | None = None
     vs_cudnn: float | None = None
-
-
-def _module(cell: str, I: int, H: int, backend: str):
-    if cell.startswith("rnn"):
-        return RNN(I, H, nonlinearity=cell[4:], backend=backend, seed=0)
-    return (LSTM if cell == "lstm" else GRU)(I, H, backend=backend, seed=0)
 
 
 #: Benchmark names that run through torch rather than a fastrnn kernel backend directly.
@@ -103,7 +96,7 @@ def make_runner(case: Case, backend: str) -> Callable[[], Any]:
     dy = rng.standard_normal((T, B, H)).astype(np.float32)
     if backend in TORCH_RUNNERS:
         return _torch_runner(case, x, dy, backend)
-    m = _module(case.cell, I, H, backend)
+    m = RNNBase(case.cell, I, H, backend=backend, seed=0)
     lengths = case.lengths
     if lengths is not None:
         dy *= np.arange(T)[:, None, None] < lengths[None, :, None]
@@ -129,11 +122,8 @@ def _torch_runner(case: Case, x: np.ndarray, dy: np.ndarray, backend: str):
     device = "cuda" if backend.endswith("-cuda") else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     T, B, I, H = case.dims
-    if case.cell.startswith("rnn"):
-        m = source.RNN(I, H, nonlinearity=case.cell[4:])
-    else:
-        m = (source.LSTM if case.cell == "lstm" else source.GRU)(I, H)
-    m = m.to(device)
+    cell = cells.get(case.cell)
+    m = getattr(source, cell.torch_class)(I, H, **dict(cell.torch_args)).to(device)
     tx, tdy = torch.from_numpy(x).to(device), torch.from_numpy(dy).to(device)
     lengths = case.lengths
 

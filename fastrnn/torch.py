@@ -20,14 +20,15 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from . import rnn as _rnn
+from . import backends, cells, stack
+from .rnn import stack_spec
 
 __all__ = ["GRU", "LSTM", "RNN", "RNNBase", "patch"]
 
 _TORCH_CLASSES = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU, "RNN": torch.nn.RNN}
 
 
-class HostOps(_rnn.ArrayOps):
+class HostOps(stack.ArrayOps):
     """CPU tensors: the stack runs on NumPy views of them (no copies)."""
 
     device = torch.device("cpu")
@@ -45,7 +46,7 @@ class HostOps(_rnn.ArrayOps):
         return index
 
 
-class TensorOps(_rnn.ArrayOps):
+class TensorOps(stack.ArrayOps):
     """The stack's array operations on torch tensors of one device: what runs it on a GPU
     (the CUDA backend takes the tensors through ``__cuda_array_interface__`` and its results
     come back as tensors on the same memory). On the CPU it hands NumPy views to the backend,
@@ -87,25 +88,23 @@ class TensorOps(_rnn.ArrayOps):
 _HOST = HostOps()
 
 
-def _ops_for(device: torch.device) -> _rnn.ArrayOps:
+def _ops_for(device: torch.device) -> stack.ArrayOps:
     """How the stack handles arrays of `device`: NumPy views on the CPU, tensors elsewhere."""
     return _HOST if device.type == "cpu" else TensorOps(device)
 
 
-class _Stack(_rnn.RNNBase):
-    """The layer stack, its parameters views of a torch module's and its dropout drawn
-    from torch's RNG (so torch.manual_seed governs it as it does torch.nn's)."""
+def _dropout_mask(p: float, dtype: torch.dtype, ops: stack.ArrayOps):
+    """The stack's dropout between layers, drawn from torch's RNG (so torch.manual_seed
+    governs it as it does torch.nn's): mask(shape) -> 0 or 1/(1-p)."""
 
-    def _init_parameters(self) -> None:  # parameters belong to the torch module
-        pass
-
-    def _keep_mask(self, shape: tuple[int, ...], ops: _rnn.ArrayOps):
-        keep = 1.0 - self.dropout
-        mask = torch.bernoulli(torch.full(shape, keep, dtype=torch.float64, device=ops.device))
+    def mask(shape: tuple[int, ...]):
+        keep = 1.0 - p
+        m = torch.bernoulli(torch.full(shape, keep, dtype=torch.float64, device=ops.device))
         if keep > 0:
-            mask /= keep
-        dtype = torch.float64 if self.dtype == np.float64 else torch.float32
-        return ops.from_torch(mask.to(dtype))
+            m /= keep
+        return ops.from_torch(m.to(dtype))
+
+    return mask
 
 
 def _packed_index(batch_sizes: torch.Tensor, sorted_indices: torch.Tensor | None, B: int):
@@ -125,14 +124,15 @@ class _StackFunction(torch.autograd.Function):
 
     x is time-major and contiguous, or the data [N,I] of a PackedSequence with `index` (see
     :func:`_packed_index`) placing its rows in a padded [T,B] grid (y then comes back packed
-    the same way). c0/c_n are empty tensors for GRU and RNN.
+    the same way). c0/c_n are empty tensors for cells without a cell state. `save`: keep the
+    stack's tape for backward (decided by the module, where grad mode is visible).
     """
 
     @staticmethod
-    def forward(ctx, module: RNNBase, lengths, index, T, x, h0, c0, *weights):
+    def forward(ctx, spec: stack.StackSpec, backend: backends.Backend, save: bool,
+                dropout: bool, names: list[str], lengths, index, T, x, h0, c0, *weights):
         ops = _ops_for(x.device)
-        stack = module._bind(weights, x.dtype, ops)
-        save = any(ctx.needs_input_grad[4:])
+        params = {name: ops.from_torch(w) for name, w in zip(names, weights, strict=True)}
         x_a = ops.from_torch(x)
         if index is not None:  # packed rows -> padded grid, one gather
             index = ops.index(index)
@@ -140,37 +140,40 @@ class _StackFunction(torch.autograd.Function):
             padded = ops.zeros((T * B, x_a.shape[1]), x_a)
             padded[index] = x_a
             x_a = padded.reshape(T, B, -1)
-        y, h_n, c_n, saved = stack.forward_time_major(
-            x_a, ops.from_torch(h0), ops.from_torch(c0) if c0.numel() else None, lengths,
-            save=save, dropout=module.training, ops=ops)
+        states = (ops.from_torch(h0),) + ((ops.from_torch(c0),) if c0.numel() else ())
+        mask = _dropout_mask(spec.dropout, x.dtype, ops) if dropout else None
+        y, states_n, tape = stack.forward(spec, params, x_a, states, lengths, backend=backend,
+                                          save=save, dropout_mask=mask, ops=ops)
         if index is not None:
             y = y.reshape(T * h0.shape[1], -1)[index]
-        ctx.module, ctx.saved, ctx.index, ctx.T, ctx.ops = module, saved, index, T, ops
-        ctx.save_for_backward(*weights)  # torch refuses backward if they change in place
-        c_out = ops.to_torch(c_n) if c_n is not None else x.new_empty(0)
-        if c_n is None:
+        ctx.tape, ctx.index, ctx.T, ctx.names = tape, index, T, names
+        if save:
+            ctx.save_for_backward(*weights)  # torch refuses backward if they change in place
+        c_out = ops.to_torch(states_n[1]) if len(states_n) > 1 else x.new_empty(0)
+        if len(states_n) == 1:
             ctx.mark_non_differentiable(c_out)
-        return ops.to_torch(y), ops.to_torch(h_n), c_out
+        return ops.to_torch(y), ops.to_torch(states_n[0]), c_out
 
     @staticmethod
     def backward(ctx, dy, dh_n, dc_n):
-        ops = ctx.ops
-        stack = ctx.module._bind(ctx.saved_tensors, dy.dtype, ops)
+        ctx.saved_tensors  # noqa: B018  (raises if a weight changed in place since forward)
+        tape = ctx.tape
+        ops = tape.ops
         dy_a = ops.from_torch(dy.contiguous())
         B = dh_n.shape[1]
         if ctx.index is not None:
             padded = ops.zeros((ctx.T * B, dy_a.shape[1]), dy_a)
             padded[ctx.index] = dy_a
             dy_a = padded.reshape(ctx.T, B, -1)
-        dc = ops.from_torch(dc_n.contiguous()) if stack.cell == "lstm" else None
-        dx, dh0, dc0, grads = stack.backward_time_major(
-            ctx.saved, dy_a, ops.from_torch(dh_n.contiguous()), dc, ops=ops)
+        dstates = (ops.from_torch(dh_n.contiguous()),)
+        if len(tape.spec.cell.states) > 1:
+            dstates += (ops.from_torch(dc_n.contiguous()),)
+        dx, dstates0, grads = stack.backward(tape, dy_a, dstates)
         if ctx.index is not None:
             dx = dx.reshape(ctx.T * B, -1)[ctx.index]
-        weight_grads = [ops.to_torch(grads[name]) for name in ctx.module._flat_weights_names]
-        dc0_t = ops.to_torch(dc0) if dc0 is not None else None
-        return (None, None, None, None, ops.to_torch(dx), ops.to_torch(dh0), dc0_t,
-                *weight_grads)
+        weight_grads = [ops.to_torch(grads[name]) for name in ctx.names]
+        dc0 = ops.to_torch(dstates0[1]) if len(dstates0) > 1 else None
+        return (None,) * 8 + (ops.to_torch(dx), ops.to_torch(dstates0[0]), dc0, *weight_grads)
 
 
 class RNNBase(torch.nn.Module):
@@ -184,23 +187,16 @@ class RNNBase(torch.nn.Module):
         dtype = dtype or torch.get_default_dtype()
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        cell = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
-        if mode not in cell:
-            raise ValueError(f"unknown mode {mode!r}")
         self.mode = mode
-        self._stack = _Stack(cell[mode], input_size, hidden_size, num_layers, bias,
-                             batch_first, dropout, bidirectional, proj_size,
-                             dtype=np.float64 if dtype == torch.float64 else np.float32,
-                             backend=backend)
+        self._spec = stack_spec(cells.by_torch_mode(mode).name, input_size, hidden_size,
+                                num_layers, bias, dropout, bidirectional, proj_size)
         self._backend_requested = backend
+        self._backend = backends.get(backend)
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         self.num_layers, self.bias = int(num_layers), bool(bias)
         self.batch_first, self.dropout = bool(batch_first), float(dropout)
         self.bidirectional, self.proj_size = bool(bidirectional), int(proj_size)
-        shapes = [(name, self._stack._shapes(layer)[arg])
-                  for layer in range(self.num_layers)
-                  for direction in range(self._stack.num_directions)
-                  for arg, name in self._stack._names(layer, direction).items()]
+        shapes = self._spec.parameters()
         self._flat_weights_names = [name for name, _ in shapes]
         for name, shape in shapes:
             self.register_parameter(name, torch.nn.Parameter(
@@ -223,19 +219,19 @@ class RNNBase(torch.nn.Module):
     def backend(self) -> str:
         """The kernel backend: the one asked for, else the fastest CPU backend for a module
         on the CPU and "cuda" for one on a GPU (chosen at each forward)."""
-        return self._stack.backend
+        return self._backend.name
 
     @backend.setter
     def backend(self, name: str | None) -> None:
-        self._stack.backend = name
+        self._backend = backends.get(name)
         self._backend_requested = name
 
     def _select_backend(self, device: torch.device) -> None:
         """Match the backend to the parameters' device, or say why it cannot run there."""
-        current = self._stack._backend
+        current = self._backend
         if device.type == "cpu":
             if current.device_arrays and self._backend_requested is None:
-                self._stack.backend = None  # back from a GPU: the default CPU backend
+                self._backend = backends.get()  # back from a GPU: the default CPU backend
             return
         if device.type != "cuda":
             raise ValueError(f"{type(self).__name__}'s parameters are on {device}; fastrnn "
@@ -245,11 +241,11 @@ class RNNBase(torch.nn.Module):
                 raise ValueError(f"{type(self).__name__}'s parameters are on {device} but "
                                  f"backend {current.name!r} runs on the CPU: use "
                                  "backend='cuda', or move the module with .cpu()")
-            self._stack.backend = "cuda"  # a clear error if the CUDA backend is unavailable
+            self._backend = backends.get("cuda")  # a clear error if it is unavailable
 
     @property
     def all_weights(self) -> list[list[torch.nn.Parameter]]:
-        per = len(self._flat_weights_names) // (self.num_layers * self._stack.num_directions)
+        per = len(self._flat_weights_names) // (self.num_layers * self._spec.num_directions)
         flat = [getattr(self, n) for n in self._flat_weights_names]
         return [flat[i:i + per] for i in range(0, len(flat), per)]
 
@@ -268,20 +264,6 @@ class RNNBase(torch.nn.Module):
         if self.bidirectional is not False:
             s += f", bidirectional={self.bidirectional}"
         return s + f", backend={self.backend!r}"
-
-    def __getstate__(self) -> dict:
-        """Pickle without the stack's views of the parameters (rebound at every call)."""
-        self._stack.params = {}
-        return self.__dict__.copy()
-
-    def _bind(self, weights, dtype: torch.dtype, ops: _rnn.ArrayOps) -> _Stack:
-        """The stack, its params viewing `weights` (same memory, as `ops` arrays) in `dtype`."""
-        stack = self._stack
-        stack.dtype = np.dtype(np.float64 if dtype == torch.float64 else np.float32)
-        stack.training = self.training
-        stack.params = {name: ops.from_torch(w)
-                        for name, w in zip(self._flat_weights_names, weights, strict=True)}
-        return stack
 
     # -------------------------------------------------------------- forward
 
@@ -317,8 +299,13 @@ class RNNBase(torch.nn.Module):
         if T == 0:
             raise ValueError("input has no time steps")
         h0, c0 = self._initial_state(hx, B, unbatched, dtype, device)
-        y, h_n, c_n = _StackFunction.apply(self, lengths, index, T, x.contiguous(), h0, c0,
-                                           *weights)
+        # Keep a tape only when autograd will ask for gradients: Function.forward runs with
+        # grad mode off, so this is decided here (nothing is saved under no_grad/inference).
+        save = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (x, h0, c0, *weights))
+        y, h_n, c_n = _StackFunction.apply(self._spec, self._backend, save, self.training,
+                                           self._flat_weights_names, lengths, index, T,
+                                           x.contiguous(), h0, c0, *weights)
         if packed:
             y = PackedSequence(y, input.batch_sizes, input.sorted_indices,
                                input.unsorted_indices)
@@ -341,7 +328,7 @@ class RNNBase(torch.nn.Module):
 
     def _initial_state(self, hx: Any, B: int, unbatched: bool, dtype: torch.dtype,
                        device: torch.device):
-        D = self._stack.num_directions
+        D = self._spec.num_directions
         shape_h = (self.num_layers * D, B, self.proj_size or self.hidden_size)
         shape_c = (self.num_layers * D, B, self.hidden_size)
         is_lstm = self.mode == "LSTM"

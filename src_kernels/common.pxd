@@ -11,26 +11,26 @@ cdef extern from "gates.h" nogil:
     void add_d(const double *a, const double *b, double *out, long count)
     void add_to_f(float *out, const float *b, long count)
     void add_to_d(double *out, const double *b, long count)
-    void rnn_fwd_f(const float *xw, const float *hw, const float *bias, float *h,
-                   float *h_new, long n, long H, int relu)
-    void rnn_fwd_d(const double *xw, const double *hw, const double *bias, double *h,
-                   double *h_new, long n, long H, int relu)
+    void rnn_fwd_f(const float *xw, const float *hw, float *h, float *h_new, long n, long H,
+                   int relu)
+    void rnn_fwd_d(const double *xw, const double *hw, double *h, double *h_new, long n,
+                   long H, int relu)
     void rnn_bwd_f(const float *dh, const float *dy, const float *h_new, float *dpre, long n,
                    long H, int relu)
     void rnn_bwd_d(const double *dh, const double *dy, const double *h_new, double *dpre,
                    long n, long H, int relu)
-    void lstm_fwd_f(const float *xw, const float *hw, const float *bias, float *c, float *m,
-                    float *gates, float *tanh_c, long n, long H)
-    void lstm_fwd_d(const double *xw, const double *hw, const double *bias, double *c,
-                    double *m, double *gates, double *tanh_c, long n, long H)
+    void lstm_fwd_f(const float *xw, const float *hw, float *c, float *m, float *gates,
+                    float *tanh_c, long n, long H)
+    void lstm_fwd_d(const double *xw, const double *hw, double *c, double *m, double *gates,
+                    double *tanh_c, long n, long H)
     void lstm_bwd_f(const float *dm, const float *gates, const float *c_prev,
                     const float *tanh_c, float *dc, float *dgates, long n, long H)
     void lstm_bwd_d(const double *dm, const double *gates, const double *c_prev,
                     const double *tanh_c, double *dc, double *dgates, long n, long H)
-    void gru_fwd_f(const float *xw, const float *hw, const float *b_ih, const float *b_hh,
-                   float *h, float *gates, float *hw_n, long n, long H)
-    void gru_fwd_d(const double *xw, const double *hw, const double *b_ih,
-                   const double *b_hh, double *h, double *gates, double *hw_n, long n, long H)
+    void gru_fwd_f(const float *xw, const float *hw, const float *b_hh, float *h,
+                   float *gates, float *hw_n, long n, long H)
+    void gru_fwd_d(const double *xw, const double *hw, const double *b_hh, double *h,
+                   double *gates, double *hw_n, long n, long H)
     void gru_bwd_f(const float *dh, const float *dy, const float *h_prev, const float *gates,
                    const float *hw_n, float *dg_in, float *dg_rec, float *direct, long n,
                    long H)
@@ -103,3 +103,54 @@ cdef inline void add_to(floating *out, floating *b, long count) noexcept nogil:
         add_to_f(out, b, count)
     else:
         add_to_d(out, b, count)
+
+
+# Fused-type entry points of the gate passes (gates.h): one name per pass for both precisions.
+
+cdef inline void rnn_fwd(floating *xw, floating *hw, floating *h, floating *h_new, long n,
+                         long H, int relu) noexcept nogil:
+    if floating is float:
+        rnn_fwd_f(xw, hw, h, h_new, n, H, relu)
+    else:
+        rnn_fwd_d(xw, hw, h, h_new, n, H, relu)
+
+
+cdef inline void rnn_bwd(floating *dh, floating *dy, floating *h_new, floating *dpre, long n,
+                         long H, int relu) noexcept nogil:
+    if floating is float:
+        rnn_bwd_f(dh, dy, h_new, dpre, n, H, relu)
+    else:
+        rnn_bwd_d(dh, dy, h_new, dpre, n, H, relu)
+
+
+cdef inline void lstm_fwd(floating *xw, floating *hw, floating *c, floating *m,
+                          floating *gates, floating *tanh_c, long n, long H) noexcept nogil:
+    if floating is float:
+        lstm_fwd_f(xw, hw, c, m, gates, tanh_c, n, H)
+    else:
+        lstm_fwd_d(xw, hw, c, m, gates, tanh_c, n, H)
+
+
+cdef inline void lstm_bwd(floating *dm, floating *gates, floating *c_prev, floating *tanh_c,
+                          floating *dc, floating *dgates, long n, long H) noexcept nogil:
+    if floating is float:
+        lstm_bwd_f(dm, gates, c_prev, tanh_c, dc, dgates, n, H)
+    else:
+        lstm_bwd_d(dm, gates, c_prev, tanh_c, dc, dgates, n, H)
+
+
+cdef inline void gru_fwd(floating *xw, floating *hw, floating *b_hh, floating *h,
+                         floating *gates, floating *hw_n, long n, long H) noexcept nogil:
+    if floating is float:
+        gru_fwd_f(xw, hw, b_hh, h, gates, hw_n, n, H)
+    else:
+        gru_fwd_d(xw, hw, b_hh, h, gates, hw_n, n, H)
+
+
+cdef inline void gru_bwd(floating *dh, floating *dy, floating *h_prev, floating *gates,
+                         floating *hw_n, floating *dg_in, floating *dg_rec, floating *direct,
+                         long n, long H) noexcept nogil:
+    if floating is float:
+        gru_bwd_f(dh, dy, h_prev, gates, hw_n, dg_in, dg_rec, direct, n, H)
+    else:
+        gru_bwd_d(dh, dy, h_prev, gates, hw_n, dg_in, dg_rec, direct, n, H)

@@ -21,21 +21,23 @@ static inline void FR(add_to)(REAL *restrict out, const REAL *restrict b, long c
 
 /* ---------------------------------------------------------------- Elman RNN */
 
+/* xw holds the folded biases (b_ih + b_hh) of RNN and LSTM, and b_ih of GRU. */
+
 static inline void FR(rnn_fwd)(const REAL *restrict xw, const REAL *restrict hw,
-                               const REAL *restrict bias, REAL *restrict h,
-                               REAL *restrict h_new, long n, long H, int relu) {
+                               REAL *restrict h, REAL *restrict h_new, long n, long H,
+                               int relu) {
     for (long b = 0; b < n; b++) {
         const long r = b * H;
         if (relu) {
             for (long j = 0; j < H; j++) {
-                const REAL pre = xw[r + j] + hw[r + j] + bias[j];
+                const REAL pre = xw[r + j] + hw[r + j];
                 const REAL v = pre > 0 ? pre : (REAL)0;
                 h[r + j] = v;
                 h_new[r + j] = v;
             }
         } else {
             for (long j = 0; j < H; j++) {
-                const REAL v = FR(tanh)(xw[r + j] + hw[r + j] + bias[j]);
+                const REAL v = FR(tanh)(xw[r + j] + hw[r + j]);
                 h[r + j] = v;
                 h_new[r + j] = v;
             }
@@ -59,18 +61,18 @@ static inline void FR(rnn_bwd)(const REAL *restrict dh, const REAL *restrict dy,
 /* ---------------------------------------------------------------- LSTM (gates i, f, g, o) */
 
 static inline void FR(lstm_fwd)(const REAL *restrict xw, const REAL *restrict hw,
-                                const REAL *restrict bias, REAL *restrict c, REAL *restrict m,
-                                REAL *restrict gates, REAL *restrict tanh_c, long n, long H) {
+                                REAL *restrict c, REAL *restrict m, REAL *restrict gates,
+                                REAL *restrict tanh_c, long n, long H) {
     const long G = 4 * H;
     for (long b = 0; b < n; b++) {
         const REAL *restrict x = xw + b * G;
         const REAL *restrict u = hw + b * G;
         REAL *restrict gt = gates + b * G;
         for (long j = 0; j < H; j++) {
-            const REAL i = FR(sigm)(x[j] + u[j] + bias[j]);
-            const REAL f = FR(sigm)(x[H + j] + u[H + j] + bias[H + j]);
-            const REAL g = FR(tanh)(x[2 * H + j] + u[2 * H + j] + bias[2 * H + j]);
-            const REAL o = FR(sigm)(x[3 * H + j] + u[3 * H + j] + bias[3 * H + j]);
+            const REAL i = FR(sigm)(x[j] + u[j]);
+            const REAL f = FR(sigm)(x[H + j] + u[H + j]);
+            const REAL g = FR(tanh)(x[2 * H + j] + u[2 * H + j]);
+            const REAL o = FR(sigm)(x[3 * H + j] + u[3 * H + j]);
             const REAL c_new = f * c[b * H + j] + i * g;
             const REAL tc = FR(tanh)(c_new);
             c[b * H + j] = c_new;
@@ -109,10 +111,10 @@ static inline void FR(lstm_bwd)(const REAL *restrict dm, const REAL *restrict ga
 
 /* ---------------------------------------------------------------- GRU (gates r, z, n) */
 
+/* b_hh: added to the recurrent product (r scales W_hn h + b_hn) */
 static inline void FR(gru_fwd)(const REAL *restrict xw, const REAL *restrict hw,
-                               const REAL *restrict b_ih, const REAL *restrict b_hh,
-                               REAL *restrict h, REAL *restrict gates, REAL *restrict hw_n,
-                               long n, long H) {
+                               const REAL *restrict b_hh, REAL *restrict h,
+                               REAL *restrict gates, REAL *restrict hw_n, long n, long H) {
     const long G = 3 * H;
     const REAL one = (REAL)1;
     for (long b = 0; b < n; b++) {
@@ -120,10 +122,10 @@ static inline void FR(gru_fwd)(const REAL *restrict xw, const REAL *restrict hw,
         const REAL *restrict u = hw + b * G;
         REAL *restrict gt = gates + b * G;
         for (long j = 0; j < H; j++) {
-            const REAL r = FR(sigm)(x[j] + b_ih[j] + u[j] + b_hh[j]);
-            const REAL z = FR(sigm)(x[H + j] + b_ih[H + j] + u[H + j] + b_hh[H + j]);
+            const REAL r = FR(sigm)(x[j] + u[j] + b_hh[j]);
+            const REAL z = FR(sigm)(x[H + j] + u[H + j] + b_hh[H + j]);
             const REAL hn = u[2 * H + j] + b_hh[2 * H + j];
-            const REAL cand = FR(tanh)(x[2 * H + j] + b_ih[2 * H + j] + r * hn);
+            const REAL cand = FR(tanh)(x[2 * H + j] + r * hn);
             h[b * H + j] = (one - z) * cand + z * h[b * H + j];
             gt[j] = r;
             gt[H + j] = z;

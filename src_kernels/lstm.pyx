@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""LSTM time loops of the Cython backend: the same contract as the Numba backend's
-fastrnn/backends/numba_cpu/lstm.py (see fastrnn/backends/fused.py), without the GIL."""
+"""LSTM time loops of the Cython backend: the contract and the maths of the Numba backend's
+fastrnn/backends/numba_cpu/lstm.py (see fastrnn/backends/driver.py), without the GIL."""
 
 import numpy as np
 
@@ -8,14 +8,16 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
-from common cimport add, lstm_bwd_d, lstm_bwd_f, lstm_fwd_d, lstm_fwd_f, matmul_w, matmul_wt
+from common cimport add, lstm_bwd, lstm_fwd, matmul_w, matmul_wt
 
 
-def forward(floating[:, :, ::1] xw, floating[:, ::1] w_hh, floating[::1] bias,
+def forward(floating[:, :, ::1] xw, floating[:, ::1] w_hh, floating[::1] b_rec,
             floating[:, ::1] w_hr, floating[:, ::1] h, floating[:, ::1] c,
-            const int64_t[::1] active, bint reverse, bint training, floating[:, :, ::1] y,
-            floating[:, :, ::1] h_prev, floating[:, :, ::1] gates, floating[:, :, ::1] c_prev,
-            floating[:, :, ::1] tanh_c):
+            const int64_t[::1] active, bint reverse, bint training, bint relu,
+            floating[:, :, ::1] y, floating[:, :, ::1] h_prev, tuple buffers):
+    cdef floating[:, :, ::1] gates = buffers[0]
+    cdef floating[:, :, ::1] c_prev = buffers[1]
+    cdef floating[:, :, ::1] tanh_c = buffers[2]
     cdef int T = xw.shape[0], B = xw.shape[1], G = xw.shape[2]
     cdef int H = G // 4, Hp = h.shape[1], P = w_hr.shape[0]
     dtype = np.float32 if floating is float else np.float64
@@ -34,12 +36,8 @@ def forward(floating[:, :, ::1] xw, floating[:, ::1] w_hh, floating[::1] bias,
                 memcpy(&h_prev[k, 0, 0], &h[0, 0], n * Hp * size)
                 memcpy(&c_prev[k, 0, 0], &c[0, 0], n * H * size)
             matmul_wt(&h[0, 0], &w_hh[0, 0], &hw[0, 0], n, G, Hp)
-            if floating is float:
-                lstm_fwd_f(&xw[t, 0, 0], &hw[0, 0], &bias[0], &c[0, 0], &m[0, 0],
-                           &gates[k, 0, 0], &tanh_c[k, 0, 0], n, H)
-            else:
-                lstm_fwd_d(&xw[t, 0, 0], &hw[0, 0], &bias[0], &c[0, 0], &m[0, 0],
-                           &gates[k, 0, 0], &tanh_c[k, 0, 0], n, H)
+            lstm_fwd(&xw[t, 0, 0], &hw[0, 0], &c[0, 0], &m[0, 0], &gates[k, 0, 0],
+                     &tanh_c[k, 0, 0], n, H)
             if P > 0:
                 matmul_wt(&m[0, 0], &w_hr[0, 0], &h[0, 0], n, P, H)
             else:
@@ -49,13 +47,15 @@ def forward(floating[:, :, ::1] xw, floating[:, ::1] w_hh, floating[::1] bias,
 
 def backward(floating[:, :, ::1] dy, floating[:, ::1] dh, floating[:, ::1] dc,
              floating[:, ::1] w_hh, floating[:, ::1] w_hr, const int64_t[::1] active,
-             bint reverse, floating[:, :, ::1] gates, floating[:, :, ::1] c_prev,
-             floating[:, :, ::1] tanh_c, floating[:, :, ::1] dgates,
+             bint reverse, bint relu, floating[:, :, ::1] h_prev, tuple buffers,
+             floating[:, :, ::1] dg_in, floating[:, :, ::1] dg_rec,
              floating[:, :, ::1] dh_out):
+    cdef floating[:, :, ::1] gates = buffers[0]
+    cdef floating[:, :, ::1] c_prev = buffers[1]
+    cdef floating[:, :, ::1] tanh_c = buffers[2]
     cdef int T = dy.shape[0], B = dy.shape[1], Hp = dy.shape[2]
     cdef int H = c_prev.shape[2], G = 4 * H, P = w_hr.shape[0]
-    dtype = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] dm = np.empty((B, H), dtype)
+    cdef floating[:, ::1] dm = np.empty((B, H), np.float32 if floating is float else np.float64)
     cdef floating *dm_ptr
     cdef int s, t, n
     with nogil:
@@ -70,10 +70,6 @@ def backward(floating[:, :, ::1] dy, floating[:, ::1] dh, floating[:, ::1] dc,
                 dm_ptr = &dm[0, 0]
             else:
                 dm_ptr = &dh_out[t, 0, 0]
-            if floating is float:
-                lstm_bwd_f(dm_ptr, &gates[t, 0, 0], &c_prev[t, 0, 0], &tanh_c[t, 0, 0],
-                           &dc[0, 0], &dgates[t, 0, 0], n, H)
-            else:
-                lstm_bwd_d(dm_ptr, &gates[t, 0, 0], &c_prev[t, 0, 0], &tanh_c[t, 0, 0],
-                           &dc[0, 0], &dgates[t, 0, 0], n, H)
-            matmul_w(&dgates[t, 0, 0], &w_hh[0, 0], &dh[0, 0], n, G, Hp)
+            lstm_bwd(dm_ptr, &gates[t, 0, 0], &c_prev[t, 0, 0], &tanh_c[t, 0, 0], &dc[0, 0],
+                     &dg_in[t, 0, 0], n, H)
+            matmul_w(&dg_in[t, 0, 0], &w_hh[0, 0], &dh[0, 0], n, G, Hp)

@@ -5,21 +5,27 @@ import numpy as np
 
 from cython cimport floating
 
+from common cimport add_to, matmul_w, matmul_wt
 from common cimport matmul_tn as _matmul_tn
-from common cimport matmul_w, matmul_wt
 
 
 def _dtype(floating[:, :, ::1] a):
     return np.float32 if floating is float else np.float64
 
 
-def project(floating[:, :, ::1] x, floating[:, ::1] w):
-    """x [T,B,I] @ w^T for w [G,I]: [T,B,G]."""
+def project(floating[:, :, ::1] x, floating[:, ::1] w, floating[::1] bias):
+    """x [T,B,I] @ w^T + bias for w [G,I], bias [G] or [0] (none): [T,B,G]."""
     cdef int rows = x.shape[0] * x.shape[1], G = w.shape[0], I = w.shape[1]
+    cdef int r
     out = np.empty((x.shape[0], x.shape[1], G), _dtype(x))
     cdef floating[:, :, ::1] o = out
+    cdef floating *flat
     with nogil:
         matmul_wt(&x[0, 0, 0], &w[0, 0], &o[0, 0, 0], rows, G, I)
+        if bias.shape[0] > 0:
+            flat = &o[0, 0, 0]
+            for r in range(rows):
+                add_to(flat + <size_t>r * G, &bias[0], G)
     return out
 
 

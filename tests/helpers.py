@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastrnn.backends import GATES
+from fastrnn.cells import CELLS
 
 
 @dataclass
@@ -45,7 +45,7 @@ def make_problem(cell, T, B, I, H, *, P=0, bias=True, ragged=False, reverse=Fals
                  dtype=np.float64, scale=1.0, seed=0) -> Problem:
     """Random arguments; weights ~ U(-scale/sqrt(H), scale/sqrt(H)) like torch's init."""
     rng = np.random.default_rng(seed)
-    G = GATES[cell]
+    G = CELLS[cell].gates
     Hp = P or H
     k = scale / np.sqrt(H)
 

@@ -132,7 +132,7 @@ def test_long_sequences_of_1000_steps(name, cell):
     check_backend(name, pb, np.float32)
 
 
-FUSED = [name for name in BACKENDS if hasattr(backends.get(name).module, "_driver")]
+FUSED = [name for name in BACKENDS if hasattr(backends.get(name).module, "driver")]
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
@@ -140,7 +140,7 @@ FUSED = [name for name in BACKENDS if hasattr(backends.get(name).module, "_drive
 @pytest.mark.parametrize("name", FUSED)
 def test_batch_parts_conform(monkeypatch, name, cell, dtype):
     """Force a fused backend to split small, ragged batches into three parts."""
-    driver = backends.get(name).module._driver
+    driver = backends.get(name).module.driver
     monkeypatch.setattr(driver, "min_part_columns", 0)
     monkeypatch.setattr(driver, "min_part_rows", 2)
     monkeypatch.setattr("fastrnn.parallel.cores", lambda: 3)  # three parts, even on 2 cores

@@ -35,18 +35,18 @@ def kernels(request, monkeypatch):
     """Runs a test with each kind of time-loop kernel: persistent (w_hh in shared memory)
     and per-step (what sizes that do not fit on chip get), forced by leaving no room."""
     if request.param == "per-step":
-        from fastrnn.backends import cuda as cuda_backend
+        from fastrnn.backends.cuda import loops
 
-        monkeypatch.setattr(cuda_backend, "SHARED_BYTES", 0)
+        monkeypatch.setattr(loops, "SHARED_BYTES", 0)
     return request.param
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_per_step_kernels_conform(cell, monkeypatch):
     """Several tiles of sequences and units (TILE is 4 in the simulator), ragged, reverse."""
-    from fastrnn.backends import cuda as cuda_backend
+    from fastrnn.backends.cuda import loops
 
-    monkeypatch.setattr(cuda_backend, "SHARED_BYTES", 0)
+    monkeypatch.setattr(loops, "SHARED_BYTES", 0)
     check_backend("cuda", make_problem(cell, 3, 5, 2, 6, ragged=True, reverse=True, seed=1),
                   np.float64)
     check_backend("cuda", make_problem(cell, 2, 2, 3, 3, bias=False, seed=2), np.float32)

@@ -1,8 +1,8 @@
 """The backend registry: every caller asks here for a kernel backend by name.
 
-Backends are imported lazily (importing fastrnn compiles nothing). Each backend module defines
-``available() -> (ok, reason)`` and the kernel functions of :mod:`fastrnn.backends.contract`.
-Adding a backend means adding one line to ``_MODULES`` and its own module.
+Backends are imported lazily (importing fastrnn compiles nothing). Each backend module is a
+:class:`~fastrnn.backends.contract.KernelModule`: ``available() -> (ok, reason)``, ``forward``
+and ``backward``. Adding a backend means adding one line to ``_MODULES`` and its own module.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 import os
 
-from .contract import GATES, Backend, Forward, Grads, KernelContext
+from .contract import Backend, Forward, Grads, KernelContext, KernelModule
 
-__all__ = ["GATES", "Backend", "Forward", "Grads", "KernelContext", "available", "get",
+__all__ = ["Backend", "Forward", "Grads", "KernelContext", "KernelModule", "available", "get",
            "default_name", "names"]
 
 #: name -> module, in order of preference for the default (fastest first). "cuda" is never

@@ -1,31 +1,22 @@
 """The kernel contract, checked once for every backend.
 
-A backend module implements, for one layer, one direction and one cell:
-
-    rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, training, nonlinearity)
-        -> y, h_n, ctx
-    rnn_backward(dy, dh_n, ctx) -> dx, dh0, dw_ih, dw_hh, db_ih, db_hh
-    lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, training)
-        -> y, h_n, c_n, ctx
-    lstm_backward(dy, dh_n, dc_n, ctx) -> dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
-    gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, training) -> y, h_n, ctx
-    gru_backward(dy, dh_n, ctx) -> dx, dh0, dw_ih, dw_hh, db_ih, db_hh
-
-and trusts its arguments. :class:`Backend` wraps such a module behind one uniform
-``forward``/``backward`` pair and validates every argument first, so that bad input raises a
-clear error naming the argument instead of crashing a compiled kernel.
+A backend module implements :class:`KernelModule`: one layer, one direction, any cell of
+:mod:`fastrnn.cells`, with the cell's states as a tuple (h, or h and c), and trusts its
+arguments. :class:`Backend` wraps such a module behind one uniform ``forward``/``backward``
+pair and validates every argument first, so that bad input raises a clear error naming the
+argument instead of crashing a compiled kernel.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-#: Gate count of each cell; the two Elman nonlinearities are separate cells as in PyTorch.
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+from .. import cells
+from ..cells import Cell
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -56,11 +47,34 @@ class KernelContext:
     """What a backend's forward saved for backward, tagged with what produced it."""
 
     backend: str
-    cell: str
+    cell: Cell
     y_shape: tuple[int, ...]
-    c_shape: tuple[int, ...] | None
+    state_shapes: tuple[tuple[int, ...], ...]
     dtype: np.dtype
     saved: Any
+
+
+class KernelModule(Protocol):
+    """What a backend module provides (one layer, one direction, one cell per call).
+
+    ``states`` / ``dstates`` hold one array per entry of ``cell.states`` ([B,Hp] for h,
+    [B,H] for c); w_hr is None without projection, lengths None for a dense batch. Optional
+    module attributes: ``RELEASES_GIL`` (calls may run on several threads at once) and
+    ``DEVICE_ARRAYS`` (GPU arrays are taken without a copy).
+    """
+
+    def available(self) -> tuple[bool, str]: ...
+
+    def forward(self, cell: Cell, x: Any, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any,
+                states: tuple, w_hr: Any, lengths: np.ndarray | None, reverse: bool,
+                training: bool) -> tuple[Any, tuple, Any]:
+        """-> y [T,B,Hp], the final states, what backward needs (None unless training)."""
+        ...
+
+    def backward(self, cell: Cell, dy: Any, dstates: tuple, saved: Any) -> tuple:
+        """-> dx, the initial states' gradients (a tuple), dw_ih, dw_hh, db_ih, db_hh, dw_hr
+        (the last three None where the forward had no bias / projection)."""
+        ...
 
 
 def _is_device_array(value: Any) -> bool:
@@ -129,10 +143,14 @@ def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray | None:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+def _cells_with(flag: str) -> str:
+    return " or ".join(c.name for c in cells.CELLS.values() if getattr(c, flag))
+
+
 class Backend:
     """One backend behind the uniform, validated kernel contract."""
 
-    def __init__(self, name: str, module: ModuleType):
+    def __init__(self, name: str, module: KernelModule):
         self.name = name
         self.module = module
         #: whether calls may run concurrently on several threads (compiled, GIL released)
@@ -151,7 +169,7 @@ class Backend:
 
     def forward(
         self,
-        cell: str,
+        cell: str | Cell,
         x: np.ndarray,
         w_ih: np.ndarray,
         w_hh: np.ndarray,
@@ -170,8 +188,7 @@ class Backend:
         h0 is [B,Hp] and c0 [B,H] (LSTM only), where Hp = P when w_hr[P,H] is given (LSTM
         projection), else H. Returns :class:`Forward`; its ctx is None unless ``training``.
         """
-        if cell not in GATES:
-            raise ValueError(f"cell must be one of {sorted(GATES)}, got {cell!r}")
+        cell = cells.get(cell)
         dev = self.device_arrays
         x_shape = _shape(x) if dev or isinstance(x, np.ndarray) else None
         if x_shape is None or len(x_shape) != 3:
@@ -183,16 +200,17 @@ class Backend:
                              f"{x_shape}")
         x = _array(x, "x", None, x_shape, dev)
         dtype = x.dtype if isinstance(x, np.ndarray) else _device_meta(x)[1]
-        G = GATES[cell]
+        G = cell.gates
         hh_shape = _shape(w_hh)
         if hh_shape is None or len(hh_shape) != 2 or hh_shape[0] % G:
-            raise ValueError(f"w_hh must be a 2-d array [{G}*H, Hp] for {cell}, got "
+            raise ValueError(f"w_hh must be a 2-d array [{G}*H, Hp] for {cell.name}, got "
                              f"{hh_shape if hh_shape is not None else type(w_hh).__name__}")
         H = hh_shape[0] // G
         if H == 0:
             raise ValueError("w_hh has no rows: hidden size must be at least 1")
-        if w_hr is not None and cell != "lstm":
-            raise ValueError(f"w_hr (projection) is only defined for lstm, not {cell}")
+        if w_hr is not None and not cell.projection:
+            raise ValueError(f"w_hr (projection) is only defined for {_cells_with('projection')}"
+                             f", not {cell.name}")
         if w_hr is not None:
             hr_shape = _shape(w_hr)
             if hr_shape is None or len(hr_shape) != 2 or hr_shape[1] != H:
@@ -209,30 +227,23 @@ class Backend:
         if b_ih is not None:
             b_ih = _array(b_ih, "b_ih", dtype, (G * H,), dev)
             b_hh = _array(b_hh, "b_hh", dtype, (G * H,), dev)
-        h0 = _array(h0, "h0", dtype, (B, Hp), dev)
+        if "c" not in cell.states and c0 is not None:
+            raise ValueError(f"c0 is only defined for {_cells_with_state('c')}, not {cell.name}")
+        given = {"h": h0, "c": c0}
+        shapes = tuple((B, cell.state_width(s, H, Hp)) for s in cell.states)
+        states = []
+        for state, shape in zip(cell.states, shapes, strict=True):
+            if given[state] is None:
+                raise ValueError(f"{state}0 is required for {cell.name}")
+            states.append(_array(given[state], f"{state}0", dtype, shape, dev))
         lengths = check_lengths(lengths, T, B)
         reverse, training = bool(reverse), bool(training)
-        mod = self.module
-        c_n = None
-        if cell == "lstm":
-            if c0 is None:
-                raise ValueError("c0 is required for lstm")
-            c0 = _array(c0, "c0", dtype, (B, H), dev)
-            y, h_n, c_n, saved = mod.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr,
-                                                  lengths, reverse, training)
-        elif c0 is not None:
-            raise ValueError(f"c0 is only defined for lstm, not {cell}")
-        elif cell == "gru":
-            y, h_n, saved = mod.gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse,
-                                            training)
-        else:
-            y, h_n, saved = mod.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse,
-                                            training, cell[4:])
-        ctx = None
-        if training:
-            ctx = KernelContext(self.name, cell, (T, B, Hp), (B, H) if cell == "lstm" else None,
-                                dtype, saved)
-        return Forward(y, h_n, c_n, ctx)
+        y, states_n, saved = self.module.forward(cell, x, w_ih, w_hh, b_ih, b_hh, tuple(states),
+                                                 w_hr, lengths, reverse, training)
+        ctx = KernelContext(self.name, cell, (T, B, Hp), shapes, dtype, saved) if training \
+            else None
+        c_n = states_n[cell.states.index("c")] if "c" in cell.states else None
+        return Forward(y, states_n[0], c_n, ctx)
 
     def backward(
         self,
@@ -249,18 +260,22 @@ class Backend:
             raise ValueError("ctx must be the context returned by a forward with training=True")
         if ctx.backend != self.name:
             raise ValueError(f"ctx was made by backend {ctx.backend!r}, not {self.name!r}")
-        T, B, Hp = ctx.y_shape
+        cell = ctx.cell
         dev = self.device_arrays
         dy = _array(dy, "dy", ctx.dtype, ctx.y_shape, dev)
-        dh_n = np.zeros((B, Hp), ctx.dtype) if dh_n is None else _array(
-            dh_n, "dh_n", ctx.dtype, (B, Hp), dev)
-        mod = self.module
-        if ctx.cell == "lstm":
-            dc_n = np.zeros(ctx.c_shape, ctx.dtype) if dc_n is None else _array(
-                dc_n, "dc_n", ctx.dtype, ctx.c_shape, dev)
-            return Grads(*mod.lstm_backward(dy, dh_n, dc_n, ctx.saved))
-        if dc_n is not None:
-            raise ValueError(f"dc_n is only defined for lstm, not {ctx.cell}")
-        backward = mod.gru_backward if ctx.cell == "gru" else mod.rnn_backward
-        dx, dh0, dw_ih, dw_hh, db_ih, db_hh = backward(dy, dh_n, ctx.saved)
-        return Grads(dx, dh0, None, dw_ih, dw_hh, db_ih, db_hh, None)
+        if "c" not in cell.states and dc_n is not None:
+            raise ValueError(f"dc_n is only defined for {_cells_with_state('c')}, "
+                             f"not {cell.name}")
+        given = {"h": dh_n, "c": dc_n}
+        dstates = tuple(
+            np.zeros(shape, ctx.dtype) if given[state] is None
+            else _array(given[state], f"d{state}_n", ctx.dtype, shape, dev)
+            for state, shape in zip(cell.states, ctx.state_shapes, strict=True))
+        dx, dstates0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = self.module.backward(
+            cell, dy, dstates, ctx.saved)
+        dc0 = dstates0[cell.states.index("c")] if "c" in cell.states else None
+        return Grads(dx, dstates0[0], dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr)
+
+
+def _cells_with_state(state: str) -> str:
+    return " or ".join(c.name for c in cells.CELLS.values() if state in c.states)

@@ -1,10 +1,13 @@
 """Batch plans for compiled kernels: ragged batches sorted, large batches split into parts.
 
-With a part's rows sorted longest first, the sequences that own step t (lengths[b] > t) are
-its first ``active[t]`` rows, in both directions. A kernel then runs each step on rows
-[0, active[t]) only, so a ragged batch costs what its valid steps cost, and frozen rows need no
-mask. A large batch is dealt into parts (one per core) round-robin over the sorted order, so
-every part stays sorted and gets its share of long and short sequences.
+The one place where a ragged batch is planned (:class:`~fastrnn.backends.driver.Driver` uses
+it for every compiled backend). With a part's rows sorted longest first, the sequences that own
+step t (lengths[b] > t) are its first ``active[t]`` rows, in both directions. A kernel then runs
+each step on rows [0, active[t]) only, so a ragged batch costs what its valid steps cost, and
+frozen rows need no mask. A large batch is dealt into parts (one per core) round-robin over the
+sorted order, so every part stays sorted and gets its share of long and short sequences.
+Without sorting (a GPU's single part, whose kernels follow each sequence's own length) the plan
+is the identity and the part's ``lengths`` say where each sequence ends.
 """
 
 from __future__ import annotations
@@ -15,10 +18,15 @@ import numpy as np
 class BatchPlan:
     """How a batch is split into parts and ordered, and per part and step the active rows."""
 
-    def __init__(self, lengths: np.ndarray | None, T: int, B: int, parts: int = 1):
-        order = np.arange(B) if lengths is None else np.argsort(-lengths, kind="stable")
+    def __init__(self, lengths: np.ndarray | None, T: int, B: int, parts: int = 1,
+                 sort: bool = True):
+        sort = sort and lengths is not None
+        order = np.argsort(-lengths, kind="stable") if sort else np.arange(B)
         self.B = B
         self.rows = [order[p::parts] for p in range(parts)]
+        #: each part's sequence lengths, in its row order
+        self.lengths = [np.full(len(rows), T, np.int64) if lengths is None else lengths[rows]
+                        for rows in self.rows]
         self.active = [
             np.full(T, len(rows), dtype=np.int64) if lengths is None
             else (lengths[rows][None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.int64)

@@ -11,7 +11,10 @@ direction, one cell per call, following the kernel contract of DESIGN.md:
 - ``lengths[B]``: sequence b runs steps [0, lengths[b]); beyond that its state is frozen and
   its output is 0. ``reverse=True`` runs each sequence backward over its own valid steps.
 
-Arguments are validated by :class:`fastrnn.backends.contract.Backend`, not here.
+Each cell has a forward and a backward function with one signature (the kernel contract's,
+:class:`~fastrnn.backends.contract.KernelModule`), found through :data:`LOOPS` by the cell's
+``loop``. Arguments are validated by :class:`fastrnn.backends.contract.Backend`, not here. The
+reference does not go through the driver of the compiled backends: it is what checks it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import expit as sigmoid  # overflow-free in float32 and float64
+
+from ..cells import Cell
 
 
 def available() -> tuple[bool, str]:
@@ -97,9 +102,10 @@ def _parameter_grads(
 # --------------------------------------------------------------------------------------------
 
 
-def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False, training=True,
-                nonlinearity="tanh"):
-    """Returns y[T,B,H], h_n[B,H], ctx (None when not training)."""
+def rnn_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, lengths, reverse,
+                training):
+    """Returns y[T,B,H], (h_n[B,H],), ctx (None when not training)."""
+    (h0,) = states
     T, B, _ = x.shape
     H = w_hh.shape[0]
     valid = _step_mask(lengths, T, B)
@@ -111,21 +117,22 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False, trai
     for t in _time_steps(T, reverse):
         h_prev[t] = h
         pre = xw[t] + h @ w_hh.T
-        if nonlinearity == "tanh":
-            h_new = np.tanh(pre)
-            dact[t] = 1 - h_new * h_new
-        else:
+        if cell.relu:
             h_new = np.maximum(pre, 0)
             dact[t] = pre > 0
+        else:
+            h_new = np.tanh(pre)
+            dact[t] = 1 - h_new * h_new
         y[t] = np.where(valid[t], h_new, 0)
         h = np.where(valid[t], h_new, h)
     if not training:
-        return y, h, None
-    return y, h, _Saved(x, w_ih, w_hh, b_ih is not None, reverse, valid, h_prev, dact)
+        return y, (h,), None
+    return y, (h,), _Saved(x, w_ih, w_hh, b_ih is not None, reverse, valid, h_prev, dact)
 
 
-def rnn_backward(dy, dh_n, ctx: _Saved):
-    """Returns dx, dh0, dw_ih, dw_hh, db_ih, db_hh (db_* None without bias)."""
+def rnn_backward(cell: Cell, dy, dstates, ctx: _Saved):
+    """Returns dx, (dh0,), dw_ih, dw_hh, db_ih, db_hh (None without bias), None."""
+    (dh_n,) = dstates
     T = dy.shape[0]
     dpre = np.zeros((T, *dh_n.shape), dtype=dy.dtype)
     dh = dh_n.copy()
@@ -134,7 +141,7 @@ def rnn_backward(dy, dh_n, ctx: _Saved):
         dpre[t] = np.where(valid, (dh + dy[t]) * ctx.act[t], 0)
         dh = np.where(valid, dpre[t] @ ctx.w_hh, dh)
     dx, dw_ih, dw_hh, db_ih, db_hh = _parameter_grads(ctx, dpre, dpre)
-    return dx, dh, dw_ih, dw_hh, db_ih, db_hh
+    return dx, (dh,), dw_ih, dw_hh, db_ih, db_hh, None
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,9 +149,10 @@ def rnn_backward(dy, dh_n, ctx: _Saved):
 # --------------------------------------------------------------------------------------------
 
 
-def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr=None, lengths=None, reverse=False,
-                 training=True):
-    """Returns y[T,B,Hp], h_n[B,Hp], c_n[B,H], ctx (None when not training)."""
+def lstm_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, lengths, reverse,
+                 training):
+    """Returns y[T,B,Hp], (h_n[B,Hp], c_n[B,H]), ctx (None when not training)."""
+    h0, c0 = states
     T, B, _ = x.shape
     H = w_hh.shape[0] // 4
     Hp = h0.shape[1]
@@ -173,14 +181,15 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr=None, lengths=None, rev
         h = np.where(valid[t], h_new, h)
         c = np.where(valid[t], c_new, c)
     if not training:
-        return y, h, c, None
+        return y, (h, c), None
     saved = _Saved(x, w_ih, w_hh, b_ih is not None, reverse, valid, h_prev, gates,
                    c_prev=c_prev, tanh_c=tanh_c, w_hr=w_hr)
-    return y, h, c, saved
+    return y, (h, c), saved
 
 
-def lstm_backward(dy, dh_n, dc_n, ctx: _Saved):
-    """Returns dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr (None without projection)."""
+def lstm_backward(cell: Cell, dy, dstates, ctx: _Saved):
+    """Returns dx, (dh0, dc0), dw_ih, dw_hh, db_ih, db_hh, dw_hr (None without projection)."""
+    dh_n, dc_n = dstates
     T = dy.shape[0]
     H = ctx.c_prev.shape[2]
     dgates = np.zeros_like(ctx.act)
@@ -205,7 +214,7 @@ def lstm_backward(dy, dh_n, dc_n, ctx: _Saved):
     if ctx.w_hr is not None:
         out = ctx.act[:, :, 3 * H:] * ctx.tanh_c  # o * tanh(c), [T,B,H]
         dw_hr = dh_out.reshape(-1, dh_out.shape[2]).T @ out.reshape(-1, H)
-    return dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr
+    return dx, (dh, dc), dw_ih, dw_hh, db_ih, db_hh, dw_hr
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,8 +223,10 @@ def lstm_backward(dy, dh_n, dc_n, ctx: _Saved):
 # --------------------------------------------------------------------------------------------
 
 
-def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False, training=True):
-    """Returns y[T,B,H], h_n[B,H], ctx (None when not training)."""
+def gru_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, lengths, reverse,
+                training):
+    """Returns y[T,B,H], (h_n[B,H],), ctx (None when not training)."""
+    (h0,) = states
     T, B, _ = x.shape
     H = w_hh.shape[0] // 3
     valid = _step_mask(lengths, T, B)
@@ -239,13 +250,14 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False, trai
         y[t] = np.where(valid[t], h_new, 0)
         h = np.where(valid[t], h_new, h)
     if not training:
-        return y, h, None
-    return y, h, _Saved(x, w_ih, w_hh, b_ih is not None, reverse, valid, h_prev, gates,
-                        hw_n=hw_n)
+        return y, (h,), None
+    return y, (h,), _Saved(x, w_ih, w_hh, b_ih is not None, reverse, valid, h_prev, gates,
+                           hw_n=hw_n)
 
 
-def gru_backward(dy, dh_n, ctx: _Saved):
-    """Returns dx, dh0, dw_ih, dw_hh, db_ih, db_hh (db_* None without bias)."""
+def gru_backward(cell: Cell, dy, dstates, ctx: _Saved):
+    """Returns dx, (dh0,), dw_ih, dw_hh, db_ih, db_hh (None without bias), None."""
+    (dh_n,) = dstates
     T = dy.shape[0]
     H = dh_n.shape[1]
     dg_in = np.zeros_like(ctx.act)  # d(input-side pre-activations) r, z, n
@@ -262,4 +274,22 @@ def gru_backward(dy, dh_n, ctx: _Saved):
         dg_rec[t] = np.where(valid, np.concatenate([dr, dz, dn * r], axis=1), 0)
         dh = np.where(valid, dh_new * z + dg_rec[t] @ ctx.w_hh, dh)
     dx, dw_ih, dw_hh, db_ih, db_hh = _parameter_grads(ctx, dg_in, dg_rec)
-    return dx, dh, dw_ih, dw_hh, db_ih, db_hh
+    return dx, (dh,), dw_ih, dw_hh, db_ih, db_hh, None
+
+
+# --------------------------------------------------------------------------------------------
+# The contract's entry points
+# --------------------------------------------------------------------------------------------
+
+#: cell.loop -> (forward, backward)
+LOOPS = {"rnn": (rnn_forward, rnn_backward), "lstm": (lstm_forward, lstm_backward),
+         "gru": (gru_forward, gru_backward)}
+
+
+def forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, lengths, reverse, training):
+    return LOOPS[cell.loop][0](cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, lengths, reverse,
+                               training)
+
+
+def backward(cell: Cell, dy, dstates, saved: _Saved):
+    return LOOPS[cell.loop][1](cell, dy, dstates, saved)

@@ -6,10 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ..rnn import GRU, LSTM, RNN
+from ..rnn import RNNBase
 from .module import Module
-
-_STACKS = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "rnn_tanh": RNN, "rnn_relu": RNN}
 
 
 class Recurrent(Module):
@@ -26,16 +24,11 @@ class Recurrent(Module):
                  stateful: bool = False, dtype=np.float32, backend: str | None = None,
                  seed: int | None = None):
         super().__init__()
-        if cell not in _STACKS:
-            raise ValueError(f"cell must be one of {sorted(_STACKS)}, got {cell!r}")
         if output not in ("sequence", "last"):
             raise ValueError(f"output must be 'sequence' or 'last', got {output!r}")
-        kw: dict[str, Any] = dict(num_layers=num_layers, batch_first=True, dropout=dropout,
-                                  bidirectional=bidirectional, dtype=dtype, backend=backend,
-                                  seed=seed)
-        if cell == "rnn_relu":
-            kw["nonlinearity"] = "relu"
-        self.stack = _STACKS[cell](input_size, hidden_size, **kw)
+        self.stack = RNNBase(cell, input_size, hidden_size, num_layers, batch_first=True,
+                             dropout=dropout, bidirectional=bidirectional, dtype=dtype,
+                             backend=backend, seed=seed)
         self.params, self.grads = self.stack.params, self.stack.grads
         self.output, self.stateful = output, stateful
         self.state: Any = None

@@ -145,12 +145,11 @@ def fill_zero(flat, zero):
 
 
 @cuda.jit
-def lstm_output(gates, tanh_c, out):
-    """out = o * tanh(c), what the projection saw (for its weight gradient)."""
-    t, b, j = cuda.grid(3)
-    H = tanh_c.shape[2]
-    if t < out.shape[0] and b < out.shape[1] and j < H:
-        out[t, b, j] = gates[t, b, 3 * H + j] * tanh_c[t, b, j]
+def multiply(a, b, out):
+    """out = a * b elementwise ([T,B,N]; a or b may be a strided view)."""
+    t, i, j = cuda.grid(3)
+    if t < out.shape[0] and i < out.shape[1] and j < out.shape[2]:
+        out[t, i, j] = a[t, i, j] * b[t, i, j]
 
 
 @cuda.jit

@@ -4,15 +4,58 @@ Flags (DESIGN.md, measured pitfalls): ``error_model='numpy'`` so divisions vecto
 set without ``nnan``/``ninf`` so saturated sigmoids stay 0 instead of NaN; ``nogil`` so the
 stack can run the two directions of a layer on two threads; ``cache=True`` so a second process
 pays no compile.
+
+Numba keys a cached kernel on its own file only, not on the helpers here that it inlines:
+:class:`KernelCacheLocator` adds this file's hash to the stamp of every kernel of the backend,
+so that a changed helper recompiles them (nothing on disk is touched).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from pathlib import Path
 
 import numpy as np
 from numba import njit, types
+from numba.core import caching
 from numba.extending import overload
+
+_HERE = Path(__file__).parent
+
+
+def helpers_hash() -> str:
+    """The hash of this file: part of every kernel's cache stamp."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
+class _HelpersStamp:
+    """A cache locator mixin for this backend's kernel files: the source stamp also covers
+    the helpers they inline (this module)."""
+
+    def get_source_stamp(self):
+        return super().get_source_stamp(), helpers_hash()
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if Path(py_file).parent != _HERE:
+            return None
+        return super().from_function(py_func, py_file)
+
+
+class KernelCacheLocator(_HelpersStamp, caching.InTreeCacheLocator):
+    """The package's __pycache__ (editable and writable installs)."""
+
+
+class UserKernelCacheLocator(_HelpersStamp, caching.UserWideCacheLocator):
+    """The user's cache folder (read-only installs)."""
+
+
+for _position, _locator in enumerate((KernelCacheLocator, UserKernelCacheLocator), start=1):
+    # After numba's user-provided locator (an explicit NUMBA_CACHE_DIR still wins), before
+    # its own in-tree one; files elsewhere fall through to numba's locators.
+    if _locator not in caching.CacheImpl._locator_classes:
+        caching.CacheImpl._locator_classes.insert(_position, _locator)
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 jit = njit(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH)
@@ -114,11 +157,18 @@ def matmul_w(a, w, out, n):
 
 
 @jit
-def project(x, w):
-    """x [T,B,I] @ w^T for w [G,I]: the input projection of every step, [T,B,G]."""
+def project(x, w, bias):
+    """x [T,B,I] @ w^T + bias for w [G,I], bias [G] or [0] (none): the input projection of
+    every step, [T,B,G]."""
     T, B, I = x.shape
-    out = np.empty((T, B, w.shape[0]), x.dtype)
-    np.dot(x.reshape(T * B, I), w.T, out.reshape(T * B, w.shape[0]))
+    G = w.shape[0]
+    out = np.empty((T, B, G), x.dtype)
+    flat = out.reshape(T * B, G)
+    np.dot(x.reshape(T * B, I), w.T, flat)
+    if bias.size:
+        for r in range(T * B):
+            for j in range(G):
+                flat[r, j] += bias[j]
     return out
 
 

@@ -1,9 +1,10 @@
 """LSTM kernels (PyTorch's gates i, f, g, o; optional projection h = W_hr (o * tanh c)).
 
-The time loop of one batch part. Its rows arrive sorted longest first
-(:mod:`fastrnn.backends.ragged`), so step t runs on rows [0, active[t]). xw holds
-x @ w_ih^T for every step (one GEMM, done by the caller). In inference the per-step buffers
-(h_prev, gates, c_prev, tanh_c) have one time slot that every step overwrites.
+The time loops of one batch part, with the driver's signature
+(:mod:`fastrnn.backends.driver`). Its rows arrive sorted longest first, so step t runs on rows
+[0, active[t]). xw holds x @ w_ih^T + b_ih + b_hh for every step (one GEMM, done by the
+driver). buffers = (gates [i, f, g, o], c_prev, tanh_c); w_hr has 0 rows without projection.
+In inference the per-step buffers have one time slot that every step overwrites.
 """
 
 import numpy as np
@@ -12,10 +13,11 @@ from ._common import jit, matmul_w, matmul_wt, one_like, sigmoid, tanh
 
 
 @jit
-def forward(xw, w_hh, bias, w_hr, h, c, active, reverse, training,
-            y, h_prev, gates, c_prev, tanh_c):
-    """Runs the layer; h [B,Hp] and c [B,H] enter as h0, c0, leave as h_n, c_n."""
+def forward(xw, w_hh, b_rec, w_hr, h, c, active, reverse, training, relu, y, h_prev, buffers):
+    """Runs the layer; h [B,Hp] and c [B,H] enter as h0, c0, leave as h_n, c_n (b_rec, relu:
+    unused)."""
     T, B, G = xw.shape
+    gates, c_prev, tanh_c = buffers
     H = G // 4
     proj = w_hr.shape[0] > 0
     hw = np.empty((B, G), xw.dtype)
@@ -32,10 +34,10 @@ def forward(xw, w_hh, bias, w_hr, h, c, active, reverse, training,
         matmul_wt(h, w_hh, hw, n)
         for b in range(n):
             for j in range(H):
-                i = sigmoid(xw[t, b, j] + hw[b, j] + bias[j])
-                f = sigmoid(xw[t, b, H + j] + hw[b, H + j] + bias[H + j])
-                g = tanh(xw[t, b, 2 * H + j] + hw[b, 2 * H + j] + bias[2 * H + j])
-                o = sigmoid(xw[t, b, 3 * H + j] + hw[b, 3 * H + j] + bias[3 * H + j])
+                i = sigmoid(xw[t, b, j] + hw[b, j])
+                f = sigmoid(xw[t, b, H + j] + hw[b, H + j])
+                g = tanh(xw[t, b, 2 * H + j] + hw[b, 2 * H + j])
+                o = sigmoid(xw[t, b, 3 * H + j] + hw[b, 3 * H + j])
                 c_new = f * c[b, j] + i * g
                 tc = tanh(c_new)
                 c[b, j] = c_new
@@ -53,14 +55,17 @@ def forward(xw, w_hh, bias, w_hr, h, c, active, reverse, training,
 
 
 @jit
-def backward(dy, dh, dc, w_hh, w_hr, active, reverse, gates, c_prev, tanh_c,
-             dgates, dh_out):
+def backward(dy, dh, dc, w_hh, w_hr, active, reverse, relu, h_prev, buffers, dg_in, dg_rec,
+             dh_out):
     """BPTT of :func:`forward`; dh, dc enter as dh_n, dc_n, leave as dh0, dc0.
 
-    Writes dgates [T,B,4H] (gradient of the pre-activations; untouched where inactive) and
-    dh_out [T,B,Hp] (gradient reaching each step's output, for the projection's gradient).
+    Writes dg_in [T,B,4H] (= dg_rec: the gradient of the pre-activations; untouched where
+    inactive) and dh_out [T,B,Hp] (gradient reaching each step's output, for the projection's
+    gradient).
     """
     T, B, Hp = dy.shape
+    gates, c_prev, tanh_c = buffers
+    dgates = dg_in
     H = c_prev.shape[2]
     proj = w_hr.shape[0] > 0
     one = one_like(dy[0, 0, 0])

@@ -1,9 +1,10 @@
-"""Elman RNN kernels: h' = act(W_ih x + b_ih + W_hh h + b_hh), act = tanh or relu.
+"""Elman RNN time loops: h' = act(W_ih x + b_ih + W_hh h + b_hh), act = tanh or relu.
 
-The time loop of one batch part. Its rows arrive sorted longest first
-(:mod:`fastrnn.backends.ragged`), so step t runs on rows [0, active[t]). xw holds
-x @ w_ih^T for every step (one GEMM, done by the caller). In inference the per-step buffers
-have one time slot that every step overwrites.
+The time loops of one batch part, with the driver's signature
+(:mod:`fastrnn.backends.driver`). Its rows arrive sorted longest first, so step t runs on rows
+[0, active[t]). xw holds x @ w_ih^T + b_ih + b_hh for every step (one GEMM, done by the
+driver). buffers = (h_new,): each step's output, whose activation derivative backward needs.
+In inference the per-step buffers have one time slot that every step overwrites.
 """
 
 import numpy as np
@@ -12,10 +13,10 @@ from ._common import jit, matmul_w, matmul_wt, one_like, tanh
 
 
 @jit
-def forward(xw, w_hh, bias, h, active, reverse, training, relu, y, h_prev, h_new):
-    """Runs the layer; h [B,H] enters as h0 and leaves as h_n. h_new keeps
-    each step's output for backward (the activation's derivative is a function of it)."""
+def forward(xw, w_hh, b_rec, w_hr, h, c, active, reverse, training, relu, y, h_prev, buffers):
+    """Runs the layer; h [B,H] enters as h0 and leaves as h_n (b_rec, w_hr, c: unused)."""
     T, B, H = xw.shape
+    (h_new,) = buffers
     zero = one_like(h[0, 0]) * 0
     hw = np.empty((B, H), xw.dtype)
     for s in range(T):
@@ -29,7 +30,7 @@ def forward(xw, w_hh, bias, h, active, reverse, training, relu, y, h_prev, h_new
         matmul_wt(h, w_hh, hw, n)
         for b in range(n):
             for j in range(H):
-                pre = xw[t, b, j] + hw[b, j] + bias[j]
+                pre = xw[t, b, j] + hw[b, j]
                 v = max(pre, zero) if relu else tanh(pre)
                 h[b, j] = v
                 h_new[k, b, j] = v
@@ -37,10 +38,12 @@ def forward(xw, w_hh, bias, h, active, reverse, training, relu, y, h_prev, h_new
 
 
 @jit
-def backward(dy, dh, w_hh, active, reverse, relu, h_new, dpre):
-    """BPTT of :func:`forward`; dh enters as dh_n and leaves as dh0.
-    Writes dpre [T,B,H], the gradient of the pre-activations."""
+def backward(dy, dh, dc, w_hh, w_hr, active, reverse, relu, h_prev, buffers, dg_in, dg_rec,
+             dh_out):
+    """BPTT of :func:`forward`; dh enters as dh_n and leaves as dh0. Writes dg_in [T,B,H]
+    (= dg_rec), the gradient of the pre-activations (dc, w_hr, h_prev, dh_out: unused)."""
     T, B, H = dy.shape
+    (h_new,) = buffers
     one = one_like(dy[0, 0, 0])
     zero = one - one
     for s in range(T):
@@ -53,7 +56,7 @@ def backward(dy, dh, w_hh, active, reverse, relu, h_new, dpre):
                 d = dh[b, j] + dy[t, b, j]
                 v = h_new[t, b, j]
                 if relu:
-                    dpre[t, b, j] = d if v > zero else zero
+                    dg_in[t, b, j] = d if v > zero else zero
                 else:
-                    dpre[t, b, j] = d * (one - v * v)
-        matmul_w(dpre[t], w_hh, dh, n)
+                    dg_in[t, b, j] = d * (one - v * v)
+        matmul_w(dg_in[t], w_hh, dh, n)

@@ -1,0 +1,290 @@
+"""The one driver of the compiled backends (Numba, Cython, CUDA): the kernel contract around
+per-cell time loops and a table of products.
+
+A compiled backend supplies, for each :attr:`Cell.loop <fastrnn.cells.Cell.loop>`, a
+:class:`TimeLoop` (a forward and a backward loop over one batch part) and one
+:class:`Products` table (allocation, the whole-sequence GEMMs, column sums). :class:`Driver`
+does everything else, identically for every such backend and every cell, reading the cell's
+spec:
+
+1. plan the batch (:class:`~fastrnn.backends.ragged.BatchPlan`): on the host, rows sorted
+   longest first so a ragged batch costs only its valid steps, and a large batch dealt into
+   parts that run on their own cores with a single-threaded BLAS and no barrier between steps
+   (:mod:`fastrnn.parallel`); on a GPU one part in the caller's order;
+2. allocate y, the state entering each step and the cell's saved buffers from the spec (one
+   time slot each in inference, which every step overwrites);
+3. project the inputs of all steps with one GEMM, biases folded in (GRU's b_hh stays in the
+   loop: ``Cell.split_recurrent``), over the (step, row) pairs the sequences own;
+4. run the cell's time loop;
+5. after the backward loop: dx, dw_ih, dw_hh (and LSTM's dw_hr) as whole-sequence GEMMs, the
+   bias gradients as column sums; the parts' weight gradients summed.
+
+The time loops, with the same signature for every cell (arguments a cell does not use are
+``Products.absent``)::
+
+    forward(xw, w_hh, b_rec, w_hr, h, c, steps, reverse, training, relu, y, h_prev, buffers)
+    backward(dy, dh, dc, w_hh, w_hr, steps, reverse, relu, h_prev, buffers,
+             dg_in, dg_rec, dh_out)
+
+xw [T,B,G] holds x @ w_ih^T + biases of every step; h [B,Hp] and c [B,H] enter as the initial
+states and leave as the final ones (dh, dc likewise in backward); ``steps`` says which rows run
+at each step (``Products.steps``); ``buffers`` are the cell's saved buffers in the order of
+``Cell.saved``; dg_in / dg_rec [T,B,G] receive the gradients of the input-side and
+recurrent-side pre-activations (one array unless ``Cell.split_recurrent``); dh_out [T,B,Hp]
+the gradient reaching each step's output (cells with a projection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from .. import parallel
+from ..cells import Cell
+from .ragged import BatchPlan
+
+
+class TimeLoop(NamedTuple):
+    """One cell's forward and backward time loops in one backend (signatures above)."""
+
+    forward: Callable[..., None]
+    backward: Callable[..., None]
+
+
+class Products(Protocol):
+    """What a compiled backend provides besides its time loops."""
+
+    #: whether the batch may be sorted and split into parts on the host (CPU backends)
+    splits_batch: bool
+
+    def is_host(self, a: Any) -> bool:
+        """Whether `a` is a NumPy array (results then go back as NumPy arrays)."""
+        ...
+
+    def asarray(self, a: Any) -> Any:
+        """An argument as the loops and products take it (None stays None)."""
+        ...
+
+    def output(self, a: Any, host: bool) -> Any:
+        """A result as the caller gets it: a NumPy array when the inputs were (None stays)."""
+        ...
+
+    def zeros(self, shape: tuple[int, ...], dtype: np.dtype) -> Any: ...
+
+    def copy(self, a: Any) -> Any:
+        """A new array holding `a`'s values."""
+        ...
+
+    def absent(self, dtype: np.dtype, ndim: int) -> Any:
+        """What a loop gets for an array the call does not have (no c, no w_hr, ...)."""
+        ...
+
+    def steps(self, active: np.ndarray, lengths: np.ndarray) -> Any:
+        """What the loops take to know which rows run at each step: `active[t]` is the number
+        of a sorted part's rows that own step t; `lengths` the part's own lengths."""
+        ...
+
+    def project(self, x: Any, w: Any, biases: tuple) -> Any:
+        """x [T,B,I] @ w[G,I]^T + the sum of `biases` (each [G]; none: no bias): [T,B,G]."""
+        ...
+
+    def matmul_nn(self, a: Any, w: Any) -> Any:
+        """a [T,B,G] @ w [G,I]: [T,B,I]."""
+        ...
+
+    def matmul_tn(self, a: Any, b: Any) -> Any:
+        """a^T @ b over all T*B rows: a [T,B,M], b [T,B,N] -> [M,N]."""
+        ...
+
+    def column_sums(self, a: Any) -> Any:
+        """a [T,B,G] summed over T and B: [G]."""
+        ...
+
+    def multiply(self, a: Any, b: Any) -> Any:
+        """a * b elementwise, [T,B,N] (either may be a view of a wider buffer)."""
+        ...
+
+
+@dataclass
+class _Part:
+    """What backward needs from one part's forward."""
+
+    x: Any  # the part's input (sorted on the host)
+    active: np.ndarray
+    steps: Any
+    h_prev: Any
+    buffers: tuple
+
+
+@dataclass
+class _Saved:
+    """What a training forward keeps for backward."""
+
+    plan: BatchPlan
+    parts: list[_Part]
+    host: bool
+    w_ih: Any
+    w_hh: Any
+    w_hr: Any
+    has_bias: bool
+    reverse: bool
+
+
+def _valid_rows(active: np.ndarray, B: int) -> np.ndarray | None:
+    """Flat indices t*B + b of the (step, row) pairs a sorted part's sequences own; None when
+    they own them all (no padding). With rows sorted longest first these are prefixes."""
+    if int(active.sum()) == active.size * B:
+        return None
+    return np.concatenate([t * B + np.arange(n) for t, n in enumerate(active)])
+
+
+class Driver:
+    """The kernel contract (:class:`~fastrnn.backends.contract.KernelModule`'s forward and
+    backward) over one backend's time loops and products."""
+
+    def __init__(self, loops: Mapping[str, TimeLoop], products: Products,
+                 min_part_rows: int = 8, min_part_columns: int = 384):
+        self.loops = dict(loops)
+        self.products = products
+        #: a part gets at least this many rows: below it a step's products are too small
+        self.min_part_rows = min_part_rows
+        #: parts only pay when a step's product is wide (G*H columns): measured on 2 cores,
+        #: parts made GRU/LSTM (G*H >= 384) 1.1-1.3x faster but the Elman RNN at H=256 2x
+        #: slower, where one multi-threaded OpenBLAS call beats two single-threaded ones.
+        self.min_part_columns = min_part_columns
+
+    # ------------------------------------------------------------------ helpers
+
+    def _run(self, parts: int, one: Callable[[int], Any]) -> list:
+        """one(p) for every part, concurrently when there are several."""
+        if parts == 1:
+            return [one(0)]
+        return parallel.run([lambda p=p: one(p) for p in range(parts)])
+
+    def _project(self, cell: Cell, x, w_ih, b_ih, b_hh, active: np.ndarray):
+        """x @ w_ih^T + the biases that fold, for the (step, row) pairs the sequences own
+        (padding stays 0): [T,B,G]."""
+        P = self.products
+        biases = () if b_ih is None else (b_ih,) if cell.split_recurrent else (b_ih, b_hh)
+        T, B, I = x.shape
+        rows = _valid_rows(active, B) if P.splits_batch else None
+        if rows is None:
+            return P.project(x, w_ih, biases)
+        xw = np.zeros((T * B, w_ih.shape[0]), x.dtype)
+        xw[rows] = P.project(x.reshape(T * B, I)[rows][None], w_ih, biases)[0]
+        return xw.reshape(T, B, -1)
+
+    def _param_grads(self, saved: _Saved, part: _Part, dg_in, dg_rec):
+        """One part's dx, dw_ih, dw_hh, db_ih, db_hh: whole-sequence GEMMs over the (step,
+        row) pairs the sequences own, so padding costs nothing here."""
+        P = self.products
+        T, B, I = part.x.shape
+        rows = _valid_rows(part.active, B) if P.splits_batch else None
+
+        def own(a):  # [T,B,F] -> [1, valid rows, F]
+            return a if rows is None else a.reshape(T * B, -1)[rows][None]
+
+        g_in = own(dg_in)
+        g_rec = g_in if dg_rec is dg_in else own(dg_rec)
+        dx_own = P.matmul_nn(g_in, saved.w_ih)
+        if rows is None:
+            dx = dx_own
+        else:
+            dx = np.zeros((T * B, I), dg_in.dtype)
+            dx[rows] = dx_own[0]
+            dx = dx.reshape(T, B, I)
+        dw_ih = P.matmul_tn(g_in, own(part.x))
+        dw_hh = P.matmul_tn(g_rec, own(part.h_prev))
+        db_ih = db_hh = None
+        if saved.has_bias:
+            db_ih = P.column_sums(g_in)
+            db_hh = P.copy(db_ih) if g_rec is g_in else P.column_sums(g_rec)
+        return dx, dw_ih, dw_hh, db_ih, db_hh
+
+    # ------------------------------------------------------------------ the contract
+
+    def forward(self, cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states: tuple, w_hr, lengths,
+                reverse: bool, training: bool):
+        P = self.products
+        loop = self.loops[cell.loop]
+        host = P.is_host(x)
+        x, w_ih, w_hh, b_ih, b_hh, w_hr = map(P.asarray, (x, w_ih, w_hh, b_ih, b_hh, w_hr))
+        states = [P.asarray(s) for s in states]
+        T, B, _ = x.shape
+        G, Hp = w_hh.shape
+        H, dtype = G // cell.gates, x.dtype
+        b_rec = P.absent(dtype, 1)
+        if cell.split_recurrent:
+            b_rec = P.zeros((G,), dtype) if b_hh is None else b_hh
+        w_hr_arg = P.absent(dtype, 2) if w_hr is None else w_hr
+        wide = G >= self.min_part_columns and P.splits_batch
+        parts = len(parallel.shards(B, parallel.cores(), self.min_part_rows)) if wide else 1
+        plan = BatchPlan(lengths, T, B, parts, sort=P.splits_batch)
+        slots = T if training else 1
+
+        def one(p: int):
+            xp = plan.gather(x, 1, p)
+            own = [P.copy(plan.gather(s, 0, p)) for s in states]  # updated in place
+            c = own[1] if len(own) > 1 else P.absent(dtype, 2)
+            rows = xp.shape[1]
+            steps = P.steps(plan.active[p], plan.lengths[p])
+            y = P.zeros((T, rows, Hp), dtype)
+            h_prev = P.zeros((slots, rows, Hp), dtype)
+            buffers = tuple(P.zeros((slots, rows, width * H), dtype) for _, width in cell.saved)
+            xw = self._project(cell, xp, w_ih, b_ih, b_hh, plan.active[p])
+            loop.forward(xw, w_hh, b_rec, w_hr_arg, own[0], c, steps, reverse, training,
+                         cell.relu, y, h_prev, buffers)
+            return y, own, _Part(xp, plan.active[p], steps, h_prev, buffers)
+
+        results = self._run(parts, one)
+        y = plan.scatter([r[0] for r in results], 1)
+        states_n = tuple(P.output(plan.scatter([r[1][i] for r in results], 0), host)
+                         for i in range(len(states)))
+        saved = None
+        if training:
+            saved = _Saved(plan, [r[2] for r in results], host, w_ih, w_hh, w_hr,
+                           b_ih is not None, reverse)
+        return P.output(y, host), states_n, saved
+
+    def backward(self, cell: Cell, dy, dstates: tuple, saved: _Saved):
+        P = self.products
+        loop = self.loops[cell.loop]
+        plan = saved.plan
+        dy = P.asarray(dy)
+        dstates = [P.asarray(d) for d in dstates]
+        G, Hp = saved.w_hh.shape
+        H, dtype = G // cell.gates, dy.dtype
+        w_hr_arg = P.absent(dtype, 2) if saved.w_hr is None else saved.w_hr
+
+        def one(p: int):
+            part = saved.parts[p]
+            dyp = plan.gather(dy, 1, p)
+            own = [P.copy(plan.gather(d, 0, p)) for d in dstates]  # updated in place
+            dc = own[1] if len(own) > 1 else P.absent(dtype, 2)
+            T, rows = dyp.shape[0], dyp.shape[1]
+            dg_in = P.zeros((T, rows, G), dtype)
+            dg_rec = P.zeros((T, rows, G), dtype) if cell.split_recurrent else dg_in
+            dh_out = P.zeros((T, rows, Hp), dtype) if cell.projection else P.absent(dtype, 3)
+            loop.backward(dyp, own[0], dc, saved.w_hh, w_hr_arg, part.steps, saved.reverse,
+                          cell.relu, part.h_prev, part.buffers, dg_in, dg_rec, dh_out)
+            dw_hr = None
+            if saved.w_hr is not None:
+                named = {name: buf for (name, _), buf in zip(cell.saved, part.buffers,
+                                                             strict=True)}
+                dw_hr = P.matmul_tn(dh_out, P.multiply(*cell.projected_output(named, H)))
+            return (*self._param_grads(saved, part, dg_in, dg_rec), dw_hr), own
+
+        results = self._run(plan.parts, one)
+        dx = plan.scatter([r[0][0] for r in results], 1)
+        dstates0 = tuple(P.output(plan.scatter([r[1][i] for r in results], 0), saved.host)
+                         for i in range(len(dstates)))
+        weights = []
+        for i in range(1, 6):  # dw_ih, dw_hh, db_ih, db_hh, dw_hr
+            first = results[0][0][i]
+            total = first if first is None or len(results) == 1 else \
+                sum(r[0][i] for r in results[1:]) + first
+            weights.append(P.output(total, saved.host))
+        return (P.output(dx, saved.host), dstates0, *weights)

@@ -1,0 +1,55 @@
+"""The products table of the CPU backends: NumPy arrays, and each backend's compiled GEMMs.
+
+Every product of one backend goes through one BLAS library (SciPy's OpenBLAS, which its time
+loops call too): two libraries mean two thread pools whose spinning workers fight over the
+cores (measured 2.7x slower).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+class HostProducts:
+    """:class:`~fastrnn.backends.driver.Products` on NumPy arrays, over a backend's compiled
+    ``project(x, w, bias)``, ``matmul_nn``, ``matmul_tn`` and ``column_sums``."""
+
+    splits_batch = True
+
+    def __init__(self, project: Callable, matmul_nn: Callable, matmul_tn: Callable,
+                 column_sums: Callable):
+        self._project = project
+        self.matmul_nn = matmul_nn
+        self.matmul_tn = matmul_tn
+        self.column_sums = column_sums
+
+    def is_host(self, a) -> bool:
+        return True
+
+    def asarray(self, a):
+        return a
+
+    def output(self, a, host: bool):
+        return a
+
+    def zeros(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        return np.zeros(shape, dtype)
+
+    def copy(self, a: np.ndarray) -> np.ndarray:
+        return np.array(a)
+
+    def absent(self, dtype, ndim: int) -> np.ndarray:
+        """A 0-size array: the loops test a missing w_hr by its 0 rows."""
+        return np.empty((0,) * ndim, dtype)
+
+    def steps(self, active: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return active
+
+    def project(self, x: np.ndarray, w: np.ndarray, biases: tuple) -> np.ndarray:
+        bias = sum(biases[1:], biases[0]) if biases else np.empty(0, x.dtype)
+        return self._project(x, w, bias)
+
+    def multiply(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a * b

@@ -1,0 +1,112 @@
+"""Every recurrent cell fastrnn knows, each described once.
+
+A :class:`Cell` says what the rest of the library needs to know about a cell without running
+it: its gate count, its states, what a step saves for backward, how its biases enter, its
+parameters in PyTorch's names, shapes and gate order, and its torch.nn counterpart. The stack,
+the modules, the torch adapter, the model API, the kernel contract and the driver of the
+compiled backends all read this table; none of them compares cell names.
+
+Adding a cell = one entry in :data:`CELLS` + one time loop per backend (keyed by
+:attr:`Cell.loop`) + its NumPy reference (README: "How the code is organised").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One recurrent cell. Widths are in units of the hidden size H unless said otherwise."""
+
+    name: str
+    #: which time loop runs it (the key of every backend's loop table); cells that differ by
+    #: a flag only (the Elman nonlinearities) share one loop
+    loop: str
+    #: G: pre-activation blocks of w_ih / w_hh, in PyTorch's order
+    gates: int
+    #: states carried between steps: "h" (width Hp, the output) and, for LSTM, "c" (width H)
+    states: tuple[str, ...]
+    #: per-step buffers a training forward saves besides the state entering each step
+    #: (h_prev): (name, width in H), in the order the time loops take them
+    saved: tuple[tuple[str, int], ...]
+    #: torch.nn's class name and the extra constructor arguments that select this cell
+    torch_class: str
+    torch_args: tuple[tuple[str, Any], ...] = ()
+    #: torch.nn.RNNBase's ``mode`` string
+    torch_mode: str = ""
+    #: Elman's activation: True for relu, False for tanh (other cells ignore it)
+    relu: bool = False
+    #: whether an output projection h = w_hr (o * tanh c) is defined (LSTM's proj_size)
+    projection: bool = False
+    #: GRU: the recurrent side of a gate is not the input side's twin (n = tanh(W_in x +
+    #: b_in + r * (W_hn h + b_hn))): b_hh stays inside the loop instead of folding into the
+    #: input projection with b_ih, and backward keeps a separate recurrent-side gradient
+    split_recurrent: bool = False
+
+    def state_width(self, state: str, H: int, Hp: int) -> int:
+        """Width of a state: h is the (projected) output Hp, c the cell's H."""
+        return Hp if state == "h" else H
+
+    def parameters(self, layer: int, direction: int, layer_input: int, H: int, P: int = 0,
+                   bias: bool = True) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """Kernel argument -> (torch's parameter name, shape) of one layer and direction.
+
+        layer_input: the layer's input width; P: projection size (0: none)."""
+        if P and not self.projection:
+            raise ValueError(f"proj_size is only supported by LSTM, not {self.name}")
+        suffix = f"_l{layer}" + ("_reverse" if direction else "")
+        GH, Hp = self.gates * H, P or H
+        params = {"w_ih": ("weight_ih" + suffix, (GH, layer_input)),
+                  "w_hh": ("weight_hh" + suffix, (GH, Hp))}
+        if bias:
+            params["b_ih"] = ("bias_ih" + suffix, (GH,))
+            params["b_hh"] = ("bias_hh" + suffix, (GH,))
+        if P:
+            params["w_hr"] = ("weight_hr" + suffix, (P, H))
+        return params
+
+    def projected_output(self, saved: dict[str, Any], H: int) -> tuple[Any, Any]:
+        """The two factors of what w_hr multiplied at each step, o and tanh(c), as views of
+        the saved buffers ([T,B,H] each): the projection's weight gradient needs them."""
+        return saved["gates"][:, :, 3 * H:], saved["tanh_c"]
+
+
+def _elman(relu: bool) -> Cell:
+    act = "relu" if relu else "tanh"
+    return Cell(f"rnn_{act}", "rnn", 1, ("h",), (("h_new", 1),), "RNN",
+                (("nonlinearity", act),), f"RNN_{act.upper()}", relu=relu)
+
+
+#: name -> cell. The Elman nonlinearities are two cells, as in PyTorch's modes.
+CELLS: dict[str, Cell] = {cell.name: cell for cell in (
+    _elman(relu=False),
+    _elman(relu=True),
+    # i, f, g, o; saves the gates, the cell state entering each step and tanh of the new one
+    Cell("lstm", "lstm", 4, ("h", "c"), (("gates", 4), ("c_prev", 1), ("tanh_c", 1)),
+         "LSTM", torch_mode="LSTM", projection=True),
+    # r, z, n; saves the gates and W_hn h + b_hn (r's gradient needs it)
+    Cell("gru", "gru", 3, ("h",), (("gates", 3), ("hw_n", 1)), "GRU", torch_mode="GRU",
+         split_recurrent=True),
+)}
+#: other names the model API and the command line accept
+ALIASES = {"rnn": "rnn_tanh"}
+
+
+def get(cell: str | Cell) -> Cell:
+    """The cell called `cell` (or an alias), or a ValueError listing the known ones."""
+    if isinstance(cell, Cell):
+        return cell
+    name = ALIASES.get(cell, cell) if isinstance(cell, str) else cell
+    if name not in CELLS:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+    return CELLS[name]
+
+
+def by_torch_mode(mode: str) -> Cell:
+    """The cell of a torch.nn.RNNBase ``mode`` ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")."""
+    for cell in CELLS.values():
+        if cell.torch_mode == mode:
+            return cell
+    raise ValueError(f"unknown mode {mode!r}; modes: {[c.torch_mode for c in CELLS.values()]}")
