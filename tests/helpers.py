@@ -45,7 +45,7 @@ def make_problem(cell, T, B, I, H, *, P=0, bias=True, ragged=False, reverse=Fals
                  dtype=np.float64, scale=1.0, seed=0) -> Problem:
     """Random arguments; weights ~ U(-scale/sqrt(H), scale/sqrt(H)) like torch's init."""
     rng = np.random.default_rng(seed)
-    G = CELLS[cell].gates
+    G, has_c = CELLS[cell].gates, "c" in CELLS[cell].states
     Hp = P or H
     k = scale / np.sqrt(H)
 
@@ -59,10 +59,10 @@ def make_problem(cell, T, B, I, H, *, P=0, bias=True, ragged=False, reverse=Fals
     return Problem(
         cell=cell, x=u(T, B, I, bound=1.0), w_ih=u(G * H, I), w_hh=u(G * H, Hp),
         b_ih=u(G * H) if bias else None, b_hh=u(G * H) if bias else None,
-        h0=u(B, Hp, bound=0.5), c0=u(B, H, bound=0.5) if cell == "lstm" else None,
+        h0=u(B, Hp, bound=0.5), c0=u(B, H, bound=0.5) if has_c else None,
         w_hr=u(P, H) if P else None, lengths=lengths, reverse=reverse,
         dy=u(T, B, Hp, bound=1.0), dh_n=u(B, Hp, bound=1.0),
-        dc_n=u(B, H, bound=1.0) if cell == "lstm" else None,
+        dc_n=u(B, H, bound=1.0) if has_c else None,
     )
 
 

@@ -11,13 +11,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fastrnn import backends
+from fastrnn import backends, cells
 
 from .helpers import GRAD_OF, make_problem
 
 REF = backends.get("reference")
 BACKENDS = [name for name, (ok, _) in backends.available().items() if ok]
 TOL = {np.float32: 1e-4, np.float64: 1e-10}
+CELLS = list(cells.CELLS)  # every cell the library knows
 
 
 def assert_conforms(out, ref, dtype, what):
@@ -58,7 +59,7 @@ def check_backend(name, pb, dtype):
 
 problems = st.builds(
     dict,
-    cell=st.sampled_from(["rnn_tanh", "rnn_relu", "lstm", "gru"]),
+    cell=st.sampled_from(CELLS),
     T=st.integers(1, 12), B=st.integers(1, 40), I=st.integers(1, 17), H=st.integers(1, 37),
     P=st.integers(0, 5), bias=st.booleans(), ragged=st.booleans(), reverse=st.booleans(),
     seed=st.integers(0, 2**31),
@@ -70,10 +71,10 @@ problems = st.builds(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=problems)
 def test_backend_matches_reference_on_random_shapes(name, dtype, spec):
-    if spec["cell"] != "lstm" or spec["P"] >= spec["H"]:
+    if not cells.get(spec["cell"]).projection or spec["P"] >= spec["H"]:
         spec["P"] = 0
     pb = make_problem(**spec)
-    if spec["cell"] == "rnn_relu":  # relu' jumps at 0: rounding must not decide a side
+    if cells.get(spec["cell"]).relu:  # relu' jumps at 0: rounding must not decide a side
         assume(relu_margin(pb.astype(dtype)) > 1e-4)
     check_backend(name, pb, dtype)
 
@@ -95,7 +96,7 @@ EDGE_SHAPES = [  # T, B, I, H: single step, single sequence, odd sizes, wider th
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("shape", EDGE_SHAPES)
 @pytest.mark.parametrize("name", BACKENDS)
 def test_backend_matches_reference_on_edge_shapes(name, shape, cell, dtype):
@@ -109,7 +110,7 @@ def test_backend_matches_reference_on_edge_shapes(name, shape, cell, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("name", BACKENDS)
 def test_extreme_preactivations_stay_finite_and_conform(name, cell, dtype):
     """Input pre-activations of order +-100 saturate every gate.
