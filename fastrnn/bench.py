@@ -242,7 +242,7 @@ _LATENCY_SCRIPT = """
 import time, numpy as np
 t0 = time.perf_counter()
 import fastrnn
-m = fastrnn.{cls}(16, 32, backend={backend!r}, seed=0)
+m = fastrnn.RNNBase({cell!r}, 16, 32, backend={backend!r}, seed=0)
 x = np.ones((5, 2, 16), np.float32)
 t1 = time.perf_counter()
 y, _ = m(x)
@@ -260,12 +260,12 @@ def first_call_seconds(backend: str, cell: str = "lstm", cache_dir: str | None =
     import subprocess
     import sys
 
-    cls = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN"}[cell]
     env = dict(os.environ)
     if cache_dir:
         env["NUMBA_CACHE_DIR"] = cache_dir
-    done = subprocess.run([sys.executable, "-c", _LATENCY_SCRIPT.format(cls=cls, backend=backend)],
-                          capture_output=True, text=True, env=env, timeout=600, check=True)
+    script = _LATENCY_SCRIPT.format(cell=cells.get(cell).name, backend=backend)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600, check=True)
     return float(done.stdout.strip().splitlines()[-1])
 
 

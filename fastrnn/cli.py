@@ -7,6 +7,8 @@ import json
 import math
 import sys
 
+from . import cells
+
 
 def _info(args: argparse.Namespace) -> int:
     from .sysinfo import collect, format_report
@@ -86,7 +88,7 @@ def _positive_int(text: str) -> int:
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
+    p.add_argument("--cell", choices=sorted({*cells.CELLS, *cells.ALIASES}), default="lstm")
     p.add_argument("--layers", type=_positive_int, default=1)
     p.add_argument("--hidden", type=_positive_int, default=256)
     p.add_argument("--embed", type=_positive_int, default=48)
@@ -153,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import CELLS, MODES, SHAPES
 
     bench = sub.add_parser("bench", help="time every backend against the reference and torch")
-    bench.add_argument("--cells", nargs="+", choices=["rnn_tanh", "rnn_relu", "lstm", "gru"],
+    bench.add_argument("--cells", nargs="+", choices=list(cells.CELLS),
                        default=list(CELLS))
     bench.add_argument("--shapes", nargs="+", choices=list(SHAPES),
                        help="streaming (T=200,B=1,I=32,H=64), medium (50,32,128,128), "
