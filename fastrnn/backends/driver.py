@@ -82,9 +82,10 @@ class Products(Protocol):
         """What a loop gets for an array the call does not have (no c, no w_hr, ...)."""
         ...
 
-    def steps(self, active: np.ndarray, lengths: np.ndarray) -> Any:
+    def steps(self, active: np.ndarray, lengths: np.ndarray | None) -> Any:
         """What the loops take to know which rows run at each step: `active[t]` is the number
-        of a sorted part's rows that own step t; `lengths` the part's own lengths."""
+        of a sorted part's rows that own step t (host backends); `lengths` the part's own
+        lengths (backends that do not split the batch; None for the others)."""
         ...
 
     def project(self, x: Any, w: Any, biases: tuple) -> Any:
@@ -230,7 +231,7 @@ class Driver:
             own = [P.copy(plan.gather(s, 0, p)) for s in states]  # updated in place
             c = own[1] if len(own) > 1 else P.absent(dtype, 2)
             rows = xp.shape[1]
-            steps = P.steps(plan.active[p], plan.lengths[p])
+            steps = P.steps(plan.active[p], plan.lengths(p) if not P.splits_batch else None)
             y = P.zeros((T, rows, Hp), dtype)
             h_prev = P.zeros((slots, rows, Hp), dtype)
             buffers = tuple(P.zeros((slots, rows, width * H), dtype) for _, width in cell.saved)

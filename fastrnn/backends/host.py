@@ -24,6 +24,7 @@ class HostProducts:
         self.matmul_nn = matmul_nn
         self.matmul_tn = matmul_tn
         self.column_sums = column_sums
+        self._absent: dict[tuple[np.dtype, int], np.ndarray] = {}
 
     def is_host(self, a) -> bool:
         return True
@@ -41,14 +42,18 @@ class HostProducts:
         return np.array(a)
 
     def absent(self, dtype, ndim: int) -> np.ndarray:
-        """A 0-size array: the loops test a missing w_hr by its 0 rows."""
-        return np.empty((0,) * ndim, dtype)
+        """A 0-size array (the loops test a missing w_hr by its 0 rows), made once per kind:
+        nothing is ever written to it."""
+        key = (np.dtype(dtype), ndim)
+        if key not in self._absent:
+            self._absent[key] = np.empty((0,) * ndim, dtype)
+        return self._absent[key]
 
-    def steps(self, active: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    def steps(self, active: np.ndarray, lengths: None) -> np.ndarray:
         return active
 
     def project(self, x: np.ndarray, w: np.ndarray, biases: tuple) -> np.ndarray:
-        bias = sum(biases[1:], biases[0]) if biases else np.empty(0, x.dtype)
+        bias = sum(biases[1:], biases[0]) if biases else self.absent(x.dtype, 1)
         return self._project(x, w, bias)
 
     def multiply(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -22,21 +22,26 @@ class BatchPlan:
                  sort: bool = True):
         sort = sort and lengths is not None
         order = np.argsort(-lengths, kind="stable") if sort else np.arange(B)
-        self.B = B
+        self.B, self.T = B, T
         self.rows = [order[p::parts] for p in range(parts)]
-        #: each part's sequence lengths, in its row order
-        self.lengths = [np.full(len(rows), T, np.int64) if lengths is None else lengths[rows]
-                        for rows in self.rows]
+        self._lengths = lengths
         self.active = [
             np.full(T, len(rows), dtype=np.int64) if lengths is None
             else (lengths[rows][None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.int64)
             for rows in self.rows
         ]
-        self._identity = parts == 1 and np.array_equal(order, np.arange(B))
+        self._identity = parts == 1 and (not sort or np.array_equal(order, np.arange(B)))
 
     @property
     def parts(self) -> int:
         return len(self.rows)
+
+    def lengths(self, part: int) -> np.ndarray:
+        """The sequence lengths of part `part`, in its row order."""
+        rows = self.rows[part]
+        if self._lengths is None:
+            return np.full(len(rows), self.T, np.int64)
+        return self._lengths[rows]
 
     def gather(self, a: np.ndarray, axis: int, part: int) -> np.ndarray:
         """Part `part` of `a` along its batch axis, C-contiguous (`a` itself if nothing moves)."""
