@@ -39,56 +39,52 @@ cdef extern from "gates.h" nogil:
                    double *direct, long n, long H)
 
 
-cdef inline void matmul_wt(floating *a, floating *w, floating *out, int n, int N,
-                           int K) noexcept nogil:
-    """out[n,N] = a[n,K] @ w[N,K]^T (row-major); one row goes to gemv."""
-    cdef char tr = b'T'
-    cdef char nt = b'N'
+cdef inline void _gemm(char ta, char tb, int M, int N, int K, floating *A, int lda,
+                       floating *B, int ldb, floating *C, int ldc) noexcept nogil:
+    """C[M,N] = op(A) @ op(B), column-major BLAS (a row-major product is its transpose)."""
+    cdef floating one = 1
+    cdef floating zero = 0
+    if floating is float:
+        sgemm(&ta, &tb, &M, &N, &K, &one, A, &lda, B, &ldb, &zero, C, &ldc)
+    else:
+        dgemm(&ta, &tb, &M, &N, &K, &one, A, &lda, B, &ldb, &zero, C, &ldc)
+
+
+cdef inline void _gemv(char t, int M, int N, floating *A, floating *x,
+                       floating *y) noexcept nogil:
+    """y = op(A) @ x for A column-major [M,N] (lda M), unit strides."""
     cdef int inc = 1
     cdef floating one = 1
     cdef floating zero = 0
+    if floating is float:
+        sgemv(&t, &M, &N, &one, A, &M, x, &inc, &zero, y, &inc)
+    else:
+        dgemv(&t, &M, &N, &one, A, &M, x, &inc, &zero, y, &inc)
+
+
+cdef inline void matmul_wt(floating *a, floating *w, floating *out, int n, int N,
+                           int K) noexcept nogil:
+    """out[n,N] = a[n,K] @ w[N,K]^T (row-major); one row goes to gemv (DESIGN.md: sgemm
+    with one row is several times slower)."""
     if n == 1:
-        if floating is float:
-            sgemv(&tr, &K, &N, &one, w, &K, a, &inc, &zero, out, &inc)
-        else:
-            dgemv(&tr, &K, &N, &one, w, &K, a, &inc, &zero, out, &inc)
+        _gemv(c'T', K, N, w, a, out)
     elif n > 1:
-        if floating is float:
-            sgemm(&tr, &nt, &N, &n, &K, &one, w, &K, a, &K, &zero, out, &N)
-        else:
-            dgemm(&tr, &nt, &N, &n, &K, &one, w, &K, a, &K, &zero, out, &N)
+        _gemm(c'T', c'N', N, n, K, w, K, a, K, out, N)
 
 
 cdef inline void matmul_w(floating *a, floating *w, floating *out, int n, int N,
                           int K) noexcept nogil:
     """out[n,K] = a[n,N] @ w[N,K] (row-major); one row goes to gemv."""
-    cdef char nt = b'N'
-    cdef int inc = 1
-    cdef floating one = 1
-    cdef floating zero = 0
     if n == 1:
-        if floating is float:
-            sgemv(&nt, &K, &N, &one, w, &K, a, &inc, &zero, out, &inc)
-        else:
-            dgemv(&nt, &K, &N, &one, w, &K, a, &inc, &zero, out, &inc)
+        _gemv(c'N', K, N, w, a, out)
     elif n > 1:
-        if floating is float:
-            sgemm(&nt, &nt, &K, &n, &N, &one, w, &K, a, &N, &zero, out, &K)
-        else:
-            dgemm(&nt, &nt, &K, &n, &N, &one, w, &K, a, &N, &zero, out, &K)
+        _gemm(c'N', c'N', K, n, N, w, K, a, N, out, K)
 
 
 cdef inline void matmul_tn(floating *a, floating *b, floating *out, int rows, int M,
                            int N) noexcept nogil:
     """out[M,N] = a[rows,M]^T @ b[rows,N] (row-major)."""
-    cdef char tr = b'T'
-    cdef char nt = b'N'
-    cdef floating one = 1
-    cdef floating zero = 0
-    if floating is float:
-        sgemm(&nt, &tr, &N, &M, &rows, &one, b, &N, a, &M, &zero, out, &N)
-    else:
-        dgemm(&nt, &tr, &N, &M, &rows, &one, b, &N, a, &M, &zero, out, &N)
+    _gemm(c'N', c'T', N, M, rows, b, N, a, M, out, N)
 
 
 cdef inline void add(floating *a, floating *b, floating *out, long count) noexcept nogil:
