@@ -213,3 +213,21 @@ def test_optimisers_match_torch(name, ours, theirs):
     for (_, p, _), tp in zip(m.named_parameters(), tparams, strict=True):
         np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-10, atol=1e-12,
                                    err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_model_api_products_run_on_the_kernels_blas_and_equal_numpy(dtype):
+    from fastrnn.linalg import matmul
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((7, 5)).astype(dtype), rng.standard_normal((5, 3)).astype(dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for ta, tb in ((False, False), (True, False), (False, True), (True, True)):
+        x = np.ascontiguousarray(a.T) if ta else a
+        y = np.ascontiguousarray(b.T) if tb else b
+        out = matmul(x, y, trans_a=ta, trans_b=tb)
+        assert out.dtype == dtype and out.flags.c_contiguous
+        np.testing.assert_allclose(out, a @ b, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(matmul(a.astype(np.int64), b.astype(np.int64)),
+                                  a.astype(np.int64) @ b.astype(np.int64))
+    np.testing.assert_allclose(matmul(a[:, ::2], b[::2]), a[:, ::2] @ b[::2], rtol=tol)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..linalg import matmul
 from . import init
 from .module import Module
 
@@ -37,7 +38,7 @@ class Linear(Module):
             raise ValueError(f"Linear expects {w.shape[1]} input features, got x of shape "
                              f"{x.shape}")
         self._x = x
-        y = x @ w.T
+        y = matmul(x.reshape(-1, x.shape[-1]), w, trans_b=True).reshape(*x.shape[:-1], -1)
         if "bias" in self.params:
             y += self.params["bias"]
         return y
@@ -45,10 +46,10 @@ class Linear(Module):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x = self._need(self._x, "its input")
         x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
-        self.grads["weight"] += dy2.T @ x2
+        self.grads["weight"] += matmul(dy2, x2, trans_a=True)
         if "bias" in self.params:
             self.grads["bias"] += dy2.sum(axis=0)
-        return dy @ self.params["weight"]
+        return matmul(dy2, self.params["weight"]).reshape(*dy.shape[:-1], -1)
 
 
 class Embedding(Module):
