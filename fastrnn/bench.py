@@ -1,10 +1,15 @@
 """Benchmarks: every backend beside the NumPy reference and torch.nn, measured in one run.
 
 A case is one cell, one shape (T, B, I, H; one layer, one direction) and one mode: inference
-(forward in eval mode) or a training step (forward + backward, all gradients). Each backend
-runs the same case through the layer stack (torch: torch.nn on the CPU with the same thread
-count); the table reports the median time, GFLOP/s and the speed-up against the reference and
-against torch measured in the same run. Used by ``fastrnn bench`` and by ``bench/``.
+(forward in eval mode, nothing kept for backward) or a training step (forward + backward, all
+gradients). Each backend runs the same case through the layer stack (torch: torch.nn on the
+CPU with the same thread count as fastrnn: the CPUs this process may use); the table reports
+the median time, GFLOP/s and the speed-up against the reference and against torch measured in
+the same run. How a case is measured (:func:`measure_interleaved`): every runner is warmed up
+by time, then the runners take turns in blocks of repetitions, their order rotating from round
+to round, so that a slow phase of the machine falls on all of them; a block during which other
+processes used the CPUs (read from /proc/stat) is thrown away and run again, and the number of
+such re-runs is reported. Used by ``fastrnn bench`` and by ``bench/``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,11 +36,17 @@ SHAPES = {
     "medium": (50, 32, 128, 128),
     "large": (100, 64, 256, 256),
     "packed": (100, 32, 128, 128),
+    "standard": (100, 64, 512, 512),  # pytorch's benchmarks/fastrnns default shape
 }
+#: shapes --quick leaves out (they take seconds per repetition)
+SLOW_SHAPES = ("large", "standard")
 MODES = ("inference", "training")
-#: Pause before each measurement: torch's OpenMP workers spin for milliseconds after its last
-#: operation and would slow whichever backend is measured next.
+#: Pause before each block of repetitions: torch's OpenMP workers spin for milliseconds after
+#: its last operation and would slow whichever backend is measured next.
 SETTLE_SECONDS = 0.05
+#: A block is contended, and run again, when other processes used more CPU time during it than
+#: this fraction of its wall time (one core busy elsewhere for 30% of the block).
+CONTENTION = 0.3
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,8 @@ class Result:
     vs_reference: float | None = None
     vs_torch: float | None = None
     vs_cudnn: float | None = None
+    #: blocks of repetitions thrown away and run again because other processes used the CPUs
+    reruns: int = 0
 
 
 #: Benchmark names that run through torch rather than a fastrnn kernel backend directly.
@@ -156,18 +169,77 @@ def _torch_runner(case: Case, x: np.ndarray, dy: np.ndarray, backend: str):
     return step
 
 
-def measure(fn: Callable[[], Any], min_time: float = 0.5, min_repeats: int = 5,
-            max_repeats: int = 200) -> float:
-    """Median seconds of one call of fn, after one warm-up call."""
-    fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_repeats and (len(times) < min_repeats
-                                         or time.perf_counter() - start < min_time):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def usable_cpus() -> int:
+    """CPUs this process may run on: fastrnn's thread count, and the one torch gets here."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (not Linux)
+        return os.cpu_count() or 1
+
+
+def cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds all processes have used, CPU seconds this process has used), or None
+    where /proc/stat is missing. Busy time counts user, nice, system, irq, softirq and steal
+    (a hypervisor taking the core is contention too)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+    hz = os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return (user + nice + system + irq + softirq + steal) / hz, own.user + own.system
+
+
+def contended(before: tuple[float, float] | None, after: tuple[float, float] | None,
+              wall: float, threshold: float = CONTENTION, tick: float = 0.01) -> bool:
+    """Whether other processes used more than `threshold` x `wall` CPU seconds between the
+    two :func:`cpu_seconds` readings, beyond two clock ticks of rounding (the counters move in
+    ticks of `tick` seconds); never where they could not be read."""
+    if before is None or after is None:
+        return False
+    others = (after[0] - before[0]) - (after[1] - before[1])
+    return others > threshold * wall + 2 * tick
+
+
+def measure_interleaved(runners: Mapping[str, Callable[[], Any]], min_time: float = 0.5,
+                        rounds: int = 5, warmup: float = 0.2, max_reruns: int = 10,
+                        settle: float = SETTLE_SECONDS) -> dict[str, tuple[float, int]]:
+    """{name: (median seconds of one call, blocks re-run for contention)} of every runner.
+
+    Each runner is first called for `warmup` seconds (JIT, caches, threads awake); then
+    `rounds` rounds give each runner a block of about min_time/rounds seconds (at least one
+    call), the runners' order rotating by one each round. A contended block (:func:`contended`)
+    is discarded and run again, at most `max_reruns` times per runner.
+    """
+    names = list(runners)
+    for name in names:
+        runners[name]()
+        end = time.perf_counter() + warmup
+        while time.perf_counter() < end:
+            runners[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    reruns = dict.fromkeys(names, 0)
+    block = min_time / rounds
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = runners[name]
+            while True:
+                time.sleep(settle)
+                times: list[float] = []
+                before, start = cpu_seconds(), time.perf_counter()
+                while not times or time.perf_counter() - start < block:
+                    t0 = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t0)
+                wall = time.perf_counter() - start
+                if reruns[name] >= max_reruns or not contended(
+                        before, cpu_seconds(), wall, tick=1 / os.sysconf("SC_CLK_TCK")):
+                    break
+                reruns[name] += 1
+            samples[name] += times
+    return {name: (statistics.median(samples[name]), reruns[name]) for name in names}
 
 
 def bench_backends() -> list[str]:
@@ -176,7 +248,7 @@ def bench_backends() -> list[str]:
     try:
         import torch
 
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(usable_cpus())
         names += ["torch", "fastrnn.torch"]
         if torch.cuda.is_available():
             names.append("torch-cuda")  # cuDNN
@@ -188,19 +260,19 @@ def bench_backends() -> list[str]:
 
 
 def run(cases: Iterable[Case], names: list[str] | None = None, min_time: float = 0.5,
-        progress: Callable[[str], None] | None = None) -> list[Result]:
-    """Measure every case on every backend; speed-ups are against the same run's numbers."""
+        progress: Callable[[str], None] | None = None, warmup: float = 0.2) -> list[Result]:
+    """Measure every case on every backend, interleaved (:func:`measure_interleaved`);
+    speed-ups are against the same run's numbers."""
     names = names or bench_backends()
     results: list[Result] = []
     for case in cases:
-        row: dict[str, Result] = {}
-        for name in names:
-            if progress:
-                progress(f"{case.cell} {case.shape} {case.mode} {name}")
-            time.sleep(SETTLE_SECONDS)
-            seconds = measure(make_runner(case, name), min_time=min_time)
-            row[name] = Result(case.cell, case.shape, case.mode, name, seconds * 1e3,
-                               case.flops / seconds / 1e9)
+        if progress:
+            progress(f"{case.cell} {case.shape} {case.mode}")
+        timed = measure_interleaved({name: make_runner(case, name) for name in names},
+                                    min_time=min_time, warmup=warmup)
+        row = {name: Result(case.cell, case.shape, case.mode, name, seconds * 1e3,
+                            case.flops / seconds / 1e9, reruns=reruns)
+               for name, (seconds, reruns) in timed.items()}
         for r in row.values():
             if "reference" in row:
                 r.vs_reference = row["reference"].median_ms / r.median_ms
@@ -218,9 +290,13 @@ def grid(cells: Iterable[str] = CELLS, shapes: Iterable[str] = tuple(SHAPES),
 
 
 def format_table(results: list[Result]) -> str:
+    """The results as a text table; a "re-run" column (blocks re-run for contention) appears
+    when any were."""
     gpu = any(r.vs_cudnn for r in results)
+    rerun = any(r.reruns for r in results)
     header = (f"{'cell':<9}{'shape':<10}{'mode':<10}{'backend':<19}{'ms':>10}"
-              f"{'GFLOP/s':>9}{'vs ref':>8}{'vs torch':>9}" + (f"{'vs cuDNN':>9}" if gpu else ""))
+              f"{'GFLOP/s':>9}{'vs ref':>8}{'vs torch':>9}" + (f"{'vs cuDNN':>9}" if gpu else "")
+              + (f"{'re-run':>8}" if rerun else ""))
     lines = [header, "-" * len(header)]
     for r in results:
         vs_ref = f"{r.vs_reference:.1f}x" if r.vs_reference else "-"
@@ -228,7 +304,7 @@ def format_table(results: list[Result]) -> str:
         vs_cudnn = (f"{r.vs_cudnn:.2f}x" if r.vs_cudnn else "-") if gpu else ""
         lines.append(f"{r.cell:<9}{r.shape:<10}{r.mode:<10}{r.backend:<19}"
                      f"{r.median_ms:>10.3f}{r.gflops:>9.1f}{vs_ref:>8}{vs_torch:>9}"
-                     + (f"{vs_cudnn:>9}" if gpu else ""))
+                     + (f"{vs_cudnn:>9}" if gpu else "") + (f"{r.reruns:>8}" if rerun else ""))
     return "\n".join(lines)
 
 

@@ -30,22 +30,27 @@ def _bench(args: argparse.Namespace) -> int:
         if name not in known:
             raise ValueError(f"unknown backend {name!r}; known: {', '.join(known)}")
     shapes = args.shapes
-    if shapes is None:  # --quick leaves out the large shape unless it is asked for
-        shapes = [s for s in bench.SHAPES if not (args.quick and s == "large")]
+    if shapes is None:  # --quick leaves out the slow shapes unless they are asked for
+        shapes = [s for s in bench.SHAPES if not (args.quick and s in bench.SLOW_SHAPES)]
     cases = bench.grid(args.cells, shapes, args.modes)
     blas = ", ".join(f"{lib['internal_api']} {lib['architecture']} x{lib['num_threads']}"
                      for lib in info["blas"])
-    print(f"fastrnn {info['fastrnn']} bench: {len(cases)} cases, BLAS: {blas}, "
-          f"{info['cpu_count']} CPUs", flush=True)
+    cpu = info["cpu"]
+    print(f"fastrnn {info['fastrnn']} bench: {len(cases)} cases on {cpu['model']} "
+          f"({' '.join(cpu['isa']) or 'no SIMD flags read'}), {bench.usable_cpus()} threads "
+          f"for fastrnn and torch; BLAS: {blas}", flush=True)
     progress = None
     if sys.stdout.isatty():
         def progress(s: str) -> None:
             print(f"  running {s:<50}", end="\r", flush=True)
     results = bench.run(cases, args.backends, min_time=0.05 if args.quick else args.min_time,
-                        progress=progress)
+                        progress=progress, warmup=0.05 if args.quick else 0.2)
     if progress:
         print(" " * 60, end="\r")
     print(bench.format_table(results))
+    reruns = sum(r.reruns for r in results)
+    print(f"contention: {reruns} block(s) re-run because other processes used the CPUs"
+          + ("" if bench.cpu_seconds() else " (not measurable here: no /proc/stat)"))
     latency = {}
     if args.latency:
         names = [n for n in ("cython", "numba") if info["backends"][n]["available"]]
@@ -159,15 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
                        default=list(CELLS))
     bench.add_argument("--shapes", nargs="+", choices=list(SHAPES),
                        help="streaming (T=200,B=1,I=32,H=64), medium (50,32,128,128), "
-                            "large (100,64,256,256), packed (100,32,128,128, ragged); "
-                            "default: all (--quick: all but large)")
+                            "large (100,64,256,256), packed (100,32,128,128, ragged), "
+                            "standard (100,64,512,512: pytorch's fastrnns default); "
+                            "default: all (--quick: all but large and standard)")
     bench.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     bench.add_argument("--backends", nargs="+", metavar="NAME",
                        help="backends to time (default: every available one, and torch)")
     bench.add_argument("--min-time", type=float, default=0.5,
-                       help="seconds of repeats per measurement (default 0.5)")
+                       help="seconds of timed repeats per backend and case, in 5 interleaved "
+                            "blocks (default 0.5), after 0.2 s of warm-up")
     bench.add_argument("--quick", action="store_true",
-                       help="short measurements, no large shape (about a minute)")
+                       help="short measurements, no large or standard shape (about a minute)")
     bench.add_argument("--latency", action="store_true",
                        help="also time the first call in a new process (cold and warm cache)")
     bench.add_argument("--json", metavar="FILE", help="save results and machine info as JSON")

@@ -26,6 +26,32 @@ def blas_info() -> list[dict[str, Any]]:
     return [{k: lib.get(k) for k in keys} for lib in threadpool_info()]
 
 
+#: instruction-set extensions worth naming beside a benchmark (kernels differ by them)
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16",
+             "amx_tile")
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU model, the notable ISA extensions it has and the CPUs this process may use."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:  # not Linux
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (not Linux)
+        usable = os.cpu_count() or 1
+    return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags], "usable_cpus": usable}
+
+
 def collect() -> dict[str, Any]:
     """Everything ``fastrnn info`` prints, as a dict (also stored beside benchmark results)."""
     from . import __version__, backends
@@ -35,6 +61,7 @@ def collect() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_info(),
         "packages": {p: _version(p) for p in ("numpy", "scipy", "numba", "llvmlite", "cython",
                                               "threadpoolctl", "torch", "numba-cuda")},
         "backends": {name: {"available": ok, "detail": why}
@@ -50,7 +77,9 @@ def collect() -> dict[str, Any]:
 def format_report(info: dict[str, Any]) -> str:
     """The human-readable form of :func:`collect`."""
     lines = [f"fastrnn {info['fastrnn']}  (Python {info['python']}, {info['platform']}, "
-             f"{info['cpu_count']} CPUs)", "", "packages:"]
+             f"{info['cpu_count']} CPUs)",
+             f"CPU: {info['cpu']['model']}, ISA: {' '.join(info['cpu']['isa']) or '-'}, "
+             f"usable CPUs: {info['cpu']['usable_cpus']}", "", "packages:"]
     lines += [f"  {name:<14} {version}" for name, version in info["packages"].items()]
     lines += ["", f"backends (default: {info['default_backend']}):"]
     for name, b in info["backends"].items():

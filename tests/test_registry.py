@@ -158,3 +158,52 @@ def test_bench_table_has_a_cudnn_column_only_with_gpu_results():
     lines = format_table(gpu).splitlines()
     assert "vs cuDNN" in lines[0]
     assert lines[-1].split()[-1] == "1.25x" and lines[-2].split()[-1] == "-"
+
+
+def test_contention_counts_only_other_processes_beyond_clock_rounding():
+    from fastrnn.bench import contended
+
+    # (all processes' CPU seconds, this process's): this process alone used 0.2 s
+    assert not contended((10.0, 1.0), (10.2, 1.2), wall=0.1)
+    # another process used 0.1 s of a 0.1 s block: contended; 0.04 s (within the 0.3 x wall
+    # threshold plus two 10 ms ticks of rounding): not
+    assert contended((10.0, 1.0), (10.3, 1.2), wall=0.1)
+    assert not contended((10.0, 1.0), (10.24, 1.2), wall=0.1)
+    assert not contended(None, (10.3, 1.2), wall=0.1)  # not measurable: never contended
+
+
+def test_measure_interleaved_rotates_the_order_and_reruns_contended_blocks(monkeypatch):
+    from fastrnn import bench
+
+    calls = []
+    runners = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+    readings = iter([(0.0, 0.0), (5.0, 0.0)] + [(0.0, 0.0)] * 1000)  # first block contended
+    monkeypatch.setattr(bench, "cpu_seconds", lambda: next(readings))
+    timed = bench.measure_interleaved(runners, min_time=0.0, rounds=3, warmup=0.0, settle=0.0)
+    assert set(timed) == {"a", "b", "c"} and all(t[0] >= 0 for t in timed.values())
+    assert timed["a"][1] == 1 and timed["b"][1] == 0 and timed["c"][1] == 0
+    measured = calls[3:]  # after one warm-up call each
+    firsts = [measured[0]] + [measured[i] for i in range(1, len(measured))
+                              if measured[i] != measured[i - 1]]
+    assert firsts == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # a's block ran twice
+
+
+def test_bench_grid_has_pytorchs_standard_shape_and_quick_leaves_it_out(capsys):
+    from fastrnn import bench
+
+    assert bench.SHAPES["standard"] == (100, 64, 512, 512)
+    assert {c.shape for c in bench.grid()} >= {"standard", "large"}
+    assert main(["bench", "--cells", "rnn_tanh", "--modes", "inference", "--backends",
+                 "reference", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "standard" not in out.split("\n", 1)[1] and "contention:" in out
+    assert "threads for fastrnn and torch" in out
+
+
+def test_info_names_the_cpu_and_its_isa():
+    from fastrnn.sysinfo import cpu_info
+
+    cpu = cpu_info()
+    assert cpu["model"] and cpu["usable_cpus"] >= 1
+    assert set(cpu["isa"]) <= {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16",
+                               "avx512_fp16", "amx_tile"}
