@@ -41,7 +41,8 @@ def test_a_changed_helper_module_invalidates_the_kernel_cache(monkeypatch):
     from fastrnn.backends.numba_cpu import _common, lstm
 
     locator = lstm.forward._cache._impl.locator
-    assert isinstance(locator, (_common.KernelCacheLocator, _common.UserKernelCacheLocator))
+    assert isinstance(locator, (_common.DirKernelCacheLocator, _common.KernelCacheLocator,
+                                _common.UserKernelCacheLocator))
     stamp = locator.get_source_stamp()
     assert stamp[1] == _common.helpers_hash()
     monkeypatch.setattr(_common, "helpers_hash", lambda: "an edited _common.py")

@@ -43,6 +43,10 @@ class _HelpersStamp:
         return super().from_function(py_func, py_file)
 
 
+class DirKernelCacheLocator(_HelpersStamp, caching.UserProvidedCacheLocator):
+    """The folder $NUMBA_CACHE_DIR names, when it is set."""
+
+
 class KernelCacheLocator(_HelpersStamp, caching.InTreeCacheLocator):
     """The package's __pycache__ (editable and writable installs)."""
 
@@ -51,9 +55,10 @@ class UserKernelCacheLocator(_HelpersStamp, caching.UserWideCacheLocator):
     """The user's cache folder (read-only installs)."""
 
 
-for _position, _locator in enumerate((KernelCacheLocator, UserKernelCacheLocator), start=1):
-    # After numba's user-provided locator (an explicit NUMBA_CACHE_DIR still wins), before
-    # its own in-tree one; files elsewhere fall through to numba's locators.
+for _position, _locator in enumerate((DirKernelCacheLocator, KernelCacheLocator,
+                                      UserKernelCacheLocator)):
+    # Ahead of numba's own locators, in numba's order of preference; files elsewhere fall
+    # through to numba's.
     if _locator not in caching.CacheImpl._locator_classes:
         caching.CacheImpl._locator_classes.insert(_position, _locator)
 
