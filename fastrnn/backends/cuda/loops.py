@@ -78,16 +78,20 @@ def _step_loop(steps: Steps, state, launch) -> None:
 # ------------------------------------------------------------------------------ LSTM
 
 
+def _lstm_call(state, w_hh, w_hr):
+    """B, Hp, G, H, dtype, whether it projects, the w_hr argument and 1 in the dtype."""
+    B, Hp = state.shape
+    G, dtype = w_hh.shape[0], state.dtype
+    project = w_hr is not None
+    return (B, Hp, G, G // 4, dtype, project, w_hr if project else _unused(dtype, 2),
+            dtype.type(1))
+
+
 def lstm_forward(xw, w_hh, b_rec, w_hr, h, c, steps: Steps, reverse, training, relu, y,
                  h_prev, buffers):
     cuda, k = _cuda()
     gates, c_prev, tanh_c = buffers
-    B, Hp = h.shape
-    G, dtype = w_hh.shape[0], y.dtype
-    H = G // 4
-    project = w_hr is not None
-    proj = w_hr if project else _unused(dtype, 2)
-    one = dtype.type(1)
+    B, Hp, G, H, dtype, project, proj, one = _lstm_call(h, w_hh, w_hr)
     launch = persistent_launch(max(H, Hp), Hp + H, G * Hp, dtype)
     if launch:  # each block reads its sequence's h0, c0 first and writes h_n, c_n last
         threads, shared = launch
@@ -112,12 +116,7 @@ def lstm_backward(dy, dh, dc, w_hh, w_hr, steps: Steps, reverse, relu, h_prev, b
                   dg_in, dg_rec, dh_out):
     cuda, k = _cuda()
     gates, c_prev, tanh_c = buffers
-    B, Hp = dh.shape
-    G, dtype = w_hh.shape[0], dy.dtype
-    H = G // 4
-    project = w_hr is not None
-    proj = w_hr if project else _unused(dtype, 2)
-    one = dtype.type(1)
+    B, Hp, G, H, dtype, project, proj, one = _lstm_call(dh, w_hh, w_hr)
     launch = persistent_launch(max(H, Hp), Hp + H + G, G * Hp, dtype)
     if launch:
         threads, shared = launch
