@@ -210,7 +210,8 @@ def measure_interleaved(runners: Mapping[str, Callable[[], Any]], min_time: floa
 
     Each runner is first called for `warmup` seconds (JIT, caches, threads awake); then
     `rounds` rounds give each runner a block of about min_time/rounds seconds (at least one
-    call), the runners' order rotating by one each round. A contended block (:func:`contended`)
+    timed call, after one untimed call that wakes the threads the pause before the block let
+    sleep), the runners' order rotating by one each round. A contended block (:func:`contended`)
     is discarded and run again, at most `max_reruns` times per runner.
     """
     names = list(runners)
@@ -227,6 +228,7 @@ def measure_interleaved(runners: Mapping[str, Callable[[], Any]], min_time: floa
             fn = runners[name]
             while True:
                 time.sleep(settle)
+                fn()  # untimed: threads that slept through the pause wake up here
                 times: list[float] = []
                 before, start = cpu_seconds(), time.perf_counter()
                 while not times or time.perf_counter() - start < block:

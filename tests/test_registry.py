@@ -182,7 +182,7 @@ def test_measure_interleaved_rotates_the_order_and_reruns_contended_blocks(monke
     timed = bench.measure_interleaved(runners, min_time=0.0, rounds=3, warmup=0.0, settle=0.0)
     assert set(timed) == {"a", "b", "c"} and all(t[0] >= 0 for t in timed.values())
     assert timed["a"][1] == 1 and timed["b"][1] == 0 and timed["c"][1] == 0
-    measured = calls[3:]  # after one warm-up call each
+    measured = calls[3:]  # after one warm-up call each (blocks start with an untimed call)
     firsts = [measured[0]] + [measured[i] for i in range(1, len(measured))
                               if measured[i] != measured[i - 1]]
     assert firsts == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # a's block ran twice
