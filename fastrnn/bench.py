@@ -33,6 +33,7 @@ CELLS = ("rnn_tanh", "lstm", "gru")
 #: torch runs it as a PackedSequence, fastrnn with ``lengths``.
 SHAPES = {
     "streaming": (200, 1, 32, 64),
+    "small": (100, 8, 64, 128),
     "medium": (50, 32, 128, 128),
     "large": (100, 64, 256, 256),
     "packed": (100, 32, 128, 128),

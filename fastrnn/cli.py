@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cells", nargs="+", choices=list(cells.CELLS),
                        default=list(CELLS))
     bench.add_argument("--shapes", nargs="+", choices=list(SHAPES),
-                       help="streaming (T=200,B=1,I=32,H=64), medium (50,32,128,128), "
+                       help="streaming (T=200,B=1,I=32,H=64), small (100,8,64,128), "
+                            "medium (50,32,128,128), "
                             "large (100,64,256,256), packed (100,32,128,128, ragged), "
                             "standard (100,64,512,512: pytorch's fastrnns default); "
                             "default: all (--quick: all but large and standard)")

@@ -70,7 +70,7 @@ def collect() -> dict[str, Any]:
         "blas": blas_info(),
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS",
                                                "OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
-                                               "FASTRNN_BACKEND")},
+                                               "FASTRNN_BACKEND", "FASTRNN_GEMM")},
     }
 
 

@@ -1,9 +1,27 @@
 # cython: language_level=3
 """Shared by the Cython kernels: BLAS products (SciPy's cython_blas, the same OpenBLAS that
-Numba calls) on row-major buffers, and fused-type wrappers of the C gate passes (gates.h)."""
+Numba calls) on row-major buffers, the per-step product on a weight packed once per call
+(packed.h), and fused-type wrappers of the C gate passes (gates.h)."""
 
+cimport cython
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
+
+
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void **memptr, size_t alignment, size_t size)
+
+
+cdef extern from "packed.h" nogil:
+    int packed_gemm_choice(const char **reason)
+    long packed_size_f(long K, long N)
+    long packed_size_d(long K, long N)
+    void pack_f(const float *w, long K, long N, int transposed, float *out)
+    void pack_d(const double *w, long K, long N, int transposed, double *out)
+    void packed_gemm_f(const float *a, long m, long lda, const float *packed, long K, long N,
+                       float *c, long ldc)
+    void packed_gemm_d(const double *a, long m, long lda, const double *packed, long K,
+                       long N, double *c, long ldc)
 
 
 cdef extern from "gates.h" nogil:
@@ -85,6 +103,61 @@ cdef inline void matmul_tn(floating *a, floating *b, floating *out, int rows, in
                            int N) noexcept nogil:
     """out[M,N] = a[rows,M]^T @ b[rows,N] (row-major)."""
     _gemm(c'N', c'T', N, M, rows, b, N, a, M, out, N)
+
+
+cdef enum:
+    # a loop of fewer steps keeps the BLAS call per step: packing costs about one step's product
+    MIN_PACKED_STEPS = 4
+
+
+cdef inline floating *pack_weight(floating[:, ::1] w, bint transposed,
+                                  long steps) noexcept nogil:
+    """w [R,C] packed once for a time loop's per-step products (packed.h): for step_wt when
+    `transposed` (a @ w^T), for step_w otherwise (a @ w); the caller frees it. NULL where BLAS
+    serves: packed kernels not chosen for this CPU, no weight, too few steps to pay for
+    packing, or no memory."""
+    cdef long R = w.shape[0], C = w.shape[1]
+    cdef long K = C if transposed else R
+    cdef long N = R if transposed else C
+    cdef void *out = NULL
+    if steps < MIN_PACKED_STEPS or R == 0 or C == 0 or not packed_gemm_choice(NULL):
+        return NULL
+    cdef long size = packed_size_f(K, N) if floating is float else packed_size_d(K, N)
+    if posix_memalign(&out, 64, size * sizeof(floating)) != 0:
+        return NULL
+    with cython.boundscheck(False):
+        if floating is float:
+            pack_f(&w[0, 0], K, N, transposed, <float *>out)
+        else:
+            pack_d(&w[0, 0], K, N, transposed, <double *>out)
+    return <floating *>out
+
+
+cdef inline void packed_product(floating *a, floating *packed, floating *out, int n, int K,
+                                int N) noexcept nogil:
+    """out[n,N] = a[n,K] @ Bm[K,N], Bm packed by pack_weight."""
+    if floating is float:
+        packed_gemm_f(a, n, K, packed, K, N, out, N)
+    else:
+        packed_gemm_d(a, n, K, packed, K, N, out, N)
+
+
+cdef inline void step_wt(floating *a, floating *w, floating *packed, floating *out, int n,
+                         int N, int K) noexcept nogil:
+    """out[n,N] = a[n,K] @ w[N,K]^T, on `packed` (pack_weight(w, True)) unless it is NULL."""
+    if packed == NULL:
+        matmul_wt(a, w, out, n, N, K)
+    else:
+        packed_product(a, packed, out, n, K, N)
+
+
+cdef inline void step_w(floating *a, floating *w, floating *packed, floating *out, int n,
+                        int N, int K) noexcept nogil:
+    """out[n,K] = a[n,N] @ w[N,K], on `packed` (pack_weight(w, False)) unless it is NULL."""
+    if packed == NULL:
+        matmul_w(a, w, out, n, N, K)
+    else:
+        packed_product(a, packed, out, n, N, K)
 
 
 cdef inline void add(floating *a, floating *b, floating *out, long count) noexcept nogil:

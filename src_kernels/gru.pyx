@@ -6,9 +6,10 @@ import numpy as np
 
 from cython cimport floating
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free
 from libc.string cimport memcpy
 
-from common cimport add_to, gru_bwd, gru_fwd, matmul_w, matmul_wt
+from common cimport add_to, gru_bwd, gru_fwd, pack_weight, step_w, step_wt
 
 
 def forward(floating[:, :, ::1] xw, floating[:, ::1] w_hh, floating[::1] b_rec,
@@ -19,6 +20,7 @@ def forward(floating[:, :, ::1] xw, floating[:, ::1] w_hh, floating[::1] b_rec,
     cdef floating[:, :, ::1] hw_n = buffers[1]
     cdef int T = xw.shape[0], B = xw.shape[1], G = xw.shape[2], H = G // 3
     cdef floating[:, ::1] hw = np.empty((B, G), np.float32 if floating is float else np.float64)
+    cdef floating *w_packed = pack_weight(w_hh, True, T)
     cdef int s, t, k, n
     cdef size_t size = sizeof(floating)
     with nogil:
@@ -30,10 +32,11 @@ def forward(floating[:, :, ::1] xw, floating[:, ::1] w_hh, floating[::1] b_rec,
             k = t if training else 0
             if training:
                 memcpy(&h_prev[k, 0, 0], &h[0, 0], n * H * size)
-            matmul_wt(&h[0, 0], &w_hh[0, 0], &hw[0, 0], n, G, H)
+            step_wt(&h[0, 0], &w_hh[0, 0], w_packed, &hw[0, 0], n, G, H)
             gru_fwd(&xw[t, 0, 0], &hw[0, 0], &b_rec[0], &h[0, 0], &gates[k, 0, 0],
                     &hw_n[k, 0, 0], n, H)
             memcpy(&y[t, 0, 0], &h[0, 0], n * H * size)
+    free(w_packed)
 
 
 def backward(floating[:, :, ::1] dy, floating[:, ::1] dh, floating[:, ::1] dc,
@@ -46,6 +49,7 @@ def backward(floating[:, :, ::1] dy, floating[:, ::1] dh, floating[:, ::1] dc,
     cdef int T = dy.shape[0], B = dy.shape[1], H = dy.shape[2], G = 3 * H
     cdef floating[:, ::1] direct = np.empty((B, H),
                                             np.float32 if floating is float else np.float64)
+    cdef floating *w_packed = pack_weight(w_hh, False, T)
     cdef int s, t, n
     with nogil:
         for s in range(T):
@@ -55,5 +59,6 @@ def backward(floating[:, :, ::1] dy, floating[:, ::1] dh, floating[:, ::1] dc,
                 continue
             gru_bwd(&dh[0, 0], &dy[t, 0, 0], &h_prev[t, 0, 0], &gates[t, 0, 0],
                     &hw_n[t, 0, 0], &dg_in[t, 0, 0], &dg_rec[t, 0, 0], &direct[0, 0], n, H)
-            matmul_w(&dg_rec[t, 0, 0], &w_hh[0, 0], &dh[0, 0], n, G, H)
+            step_w(&dg_rec[t, 0, 0], &w_hh[0, 0], w_packed, &dh[0, 0], n, G, H)
             add_to(&dh[0, 0], &direct[0, 0], n * H)
+    free(w_packed)

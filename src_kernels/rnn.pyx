@@ -6,9 +6,10 @@ import numpy as np
 
 from cython cimport floating
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free
 from libc.string cimport memcpy
 
-from common cimport matmul_w, matmul_wt, rnn_bwd, rnn_fwd
+from common cimport pack_weight, rnn_bwd, rnn_fwd, step_w, step_wt
 
 
 def forward(floating[:, :, ::1] xw, floating[:, ::1] w_hh, floating[::1] b_rec,
@@ -18,6 +19,7 @@ def forward(floating[:, :, ::1] xw, floating[:, ::1] w_hh, floating[::1] b_rec,
     cdef floating[:, :, ::1] h_new = buffers[0]
     cdef int T = xw.shape[0], B = xw.shape[1], H = xw.shape[2]
     cdef floating[:, ::1] hw = np.empty((B, H), np.float32 if floating is float else np.float64)
+    cdef floating *w_packed = pack_weight(w_hh, True, T)
     cdef int s, t, k, n
     cdef size_t size = sizeof(floating)
     with nogil:
@@ -29,9 +31,10 @@ def forward(floating[:, :, ::1] xw, floating[:, ::1] w_hh, floating[::1] b_rec,
             k = t if training else 0
             if training:
                 memcpy(&h_prev[k, 0, 0], &h[0, 0], n * H * size)
-            matmul_wt(&h[0, 0], &w_hh[0, 0], &hw[0, 0], n, H, H)
+            step_wt(&h[0, 0], &w_hh[0, 0], w_packed, &hw[0, 0], n, H, H)
             rnn_fwd(&xw[t, 0, 0], &hw[0, 0], &h[0, 0], &h_new[k, 0, 0], n, H, relu)
             memcpy(&y[t, 0, 0], &h[0, 0], n * H * size)
+    free(w_packed)
 
 
 def backward(floating[:, :, ::1] dy, floating[:, ::1] dh, floating[:, ::1] dc,
@@ -41,6 +44,7 @@ def backward(floating[:, :, ::1] dy, floating[:, ::1] dh, floating[:, ::1] dc,
              floating[:, :, ::1] dh_out):
     cdef floating[:, :, ::1] h_new = buffers[0]
     cdef int T = dy.shape[0], H = dy.shape[2]
+    cdef floating *w_packed = pack_weight(w_hh, False, T)
     cdef int s, t, n
     with nogil:
         for s in range(T):
@@ -49,4 +53,5 @@ def backward(floating[:, :, ::1] dy, floating[:, ::1] dh, floating[:, ::1] dc,
             if n == 0:
                 continue
             rnn_bwd(&dh[0, 0], &dy[t, 0, 0], &h_new[t, 0, 0], &dg_in[t, 0, 0], n, H, relu)
-            matmul_w(&dg_in[t, 0, 0], &w_hh[0, 0], &dh[0, 0], n, H, H)
+            step_w(&dg_in[t, 0, 0], &w_hh[0, 0], w_packed, &dh[0, 0], n, H, H)
+    free(w_packed)

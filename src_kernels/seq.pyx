@@ -5,8 +5,16 @@ import numpy as np
 
 from cython cimport floating
 
-from common cimport add_to, matmul_w, matmul_wt
+from common cimport add_to, matmul_w, matmul_wt, packed_gemm_choice
 from common cimport matmul_tn as _matmul_tn
+
+
+def step_product():
+    """(packed, reason): whether the time loops' per-step products run on weights packed once
+    per call (src_kernels/packed.h) or call BLAS every step, and why."""
+    cdef const char *reason
+    cdef int packed = packed_gemm_choice(&reason)
+    return bool(packed), reason.decode()
 
 
 def _dtype(floating[:, :, ::1] a):

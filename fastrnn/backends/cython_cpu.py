@@ -1,7 +1,9 @@
 """Cython CPU backend: the fused time loops compiled ahead of time from src_kernels/.
 
 The same time loops as the Numba backend (each cell in its own extension module, the gate
-passes in C so that gcc vectorises them, BLAS through SciPy's cython_blas) behind the shared
+passes in C so that gcc vectorises them, the per-step product on a weight packed once per call
+where the CPU has AVX2 (``FASTRNN_GEMM=blas|packed`` forces one), the whole-sequence GEMMs
+through SciPy's cython_blas) behind the shared
 :class:`~fastrnn.backends.driver.Driver`: no JIT, so the first call is as fast as any.
 Unavailable, with the reason, when the extensions were not built (no C compiler at install).
 """
@@ -26,7 +28,9 @@ def available() -> tuple[bool, str]:
     if _missing is not None:
         return False, (f"extensions not built ({_missing}); reinstall with a C compiler "
                        "at hand: pip install --force-reinstall --no-deps .")
-    return True, "Cython extensions compiled at install"
+    packed, why = seq.step_product()
+    product = "W_hh packed once per call" if packed else "a BLAS call"
+    return True, f"Cython extensions compiled at install; per-step product: {product} ({why})"
 
 
 if _missing is None:
