@@ -6,6 +6,8 @@ Cython backend is missing). Environment:
 
 - FASTRNN_REQUIRE_CYTHON=1: a failed build is an error (CI sets it).
 - FASTRNN_PORTABLE=1: no -march=native (for wheels that run on other CPUs).
+
+Only ``team`` is built with OpenMP: it runs batch parts on libgomp's thread team.
 """
 
 import os
@@ -17,6 +19,7 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
 SRC = "src_kernels"
+OPENMP = {"team"}
 
 
 def _extensions() -> list:
@@ -37,7 +40,8 @@ def _extensions() -> list:
             f"fastrnn._kernels.{pyx.stem}",
             [f"{SRC}/{pyx.name}"],
             include_dirs=[numpy.get_include(), SRC],
-            extra_compile_args=flags,
+            extra_compile_args=flags + (["-fopenmp"] if pyx.stem in OPENMP else []),
+            extra_link_args=["-fopenmp"] if pyx.stem in OPENMP else [],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             depends=[str(p.relative_to(HERE)) for p in (HERE / SRC).glob("*.[hp]x*")]
             + [str(p.relative_to(HERE)) for p in (HERE / SRC).glob("*.h")],
