@@ -215,13 +215,15 @@ def test_optimisers_match_torch(name, ours, theirs):
                                    err_msg=name)
 
 
+@pytest.mark.parametrize("shape", [(7, 5, 3), (301, 77, 130)])  # small; split over the cores
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_model_api_products_run_on_the_kernels_blas_and_equal_numpy(dtype):
+def test_model_api_products_run_on_the_kernels_blas_and_equal_numpy(dtype, shape):
     from fastrnn.linalg import matmul
 
+    M, K, N = shape
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((7, 5)).astype(dtype), rng.standard_normal((5, 3)).astype(dtype)
-    tol = 1e-5 if dtype == np.float32 else 1e-12
+    a, b = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-11
     for ta, tb in ((False, False), (True, False), (False, True), (True, True)):
         x = np.ascontiguousarray(a.T) if ta else a
         y = np.ascontiguousarray(b.T) if tb else b
@@ -230,4 +232,5 @@ def test_model_api_products_run_on_the_kernels_blas_and_equal_numpy(dtype):
         np.testing.assert_allclose(out, a @ b, rtol=tol, atol=tol)
     np.testing.assert_array_equal(matmul(a.astype(np.int64), b.astype(np.int64)),
                                   a.astype(np.int64) @ b.astype(np.int64))
-    np.testing.assert_allclose(matmul(a[:, ::2], b[::2]), a[:, ::2] @ b[::2], rtol=tol)
+    np.testing.assert_allclose(matmul(a[:, ::2], b[::2]), a[:, ::2] @ b[::2], rtol=tol,
+                               atol=tol)
