@@ -63,8 +63,18 @@ def _bench(args: argparse.Namespace) -> int:
         for name in names:
             print(f"  {name:<7} cold {latency[f'{name}_cold_s'] * 1e3:9.1f} ms   "
                   f"warm {latency[f'{name}_warm_s'] * 1e3:7.1f} ms")
+    charlm = []
+    if args.charlm:
+        from .charlm_bench import compare
+
+        print("\nchar-LM training step, fastrnn's model API vs the same model in torch "
+              "(same initial weights, same batches, interleaved blocks):")
+        for cell in ("lstm", "gru"):
+            charlm.append(compare(cell))
+            print(f"  {charlm[-1]}")
     if args.json:
-        bench.save_json(results, args.json, {**info, "first_call": latency})
+        bench.save_json(results, args.json, {**info, "first_call": latency,
+                                             "charlm": [vars(c) for c in charlm]})
         print(f"saved {args.json}")
     if args.plot:
         bench.plot(results, args.plot)
@@ -178,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="short measurements, no large or standard shape (about a minute)")
     bench.add_argument("--latency", action="store_true",
                        help="also time the first call in a new process (cold and warm cache)")
+    bench.add_argument("--charlm", action="store_true",
+                       help="also time the char-LM training step against the same model in "
+                            "torch (needs torch)")
     bench.add_argument("--json", metavar="FILE", help="save results and machine info as JSON")
     bench.add_argument("--plot", metavar="FILE", help="save a chart (needs matplotlib)")
     bench.set_defaults(run=_bench)
