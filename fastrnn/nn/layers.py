@@ -75,8 +75,16 @@ class Embedding(Module):
         return self.params["weight"][ids]
 
     def backward(self, dy: np.ndarray) -> None:
-        ids = self._need(self._ids, "its input")
-        np.add.at(self.grads["weight"], ids.reshape(-1), dy.reshape(-1, dy.shape[-1]))
+        ids = self._need(self._ids, "its input").reshape(-1)
+        if ids.size == 0:
+            return None
+        # Rows of dy summed per id: sorted, then one reduceat (np.add.at, which does the same
+        # one row at a time, took 2.5 ms of a 52 ms char-LM step; this takes ~0.1 ms).
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+        rows = dy.reshape(-1, dy.shape[-1])[order]
+        self.grads["weight"][sorted_ids[starts]] += np.add.reduceat(rows, starts, axis=0)
         return None  # ids have no gradient
 
 
