@@ -217,7 +217,7 @@ def test_optimisers_match_torch(name, ours, theirs):
 
 @pytest.mark.parametrize("shape", [(7, 5, 3), (301, 77, 130)])  # small; split over the cores
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_model_api_products_run_on_the_kernels_blas_and_equal_numpy(dtype, shape):
+def test_model_api_products_split_over_the_cores_and_equal_numpy(dtype, shape):
     from fastrnn.linalg import matmul
 
     M, K, N = shape
