@@ -34,11 +34,13 @@ def available() -> tuple[bool, str]:
 
 
 if _missing is None:
+    # The packed per-step product keeps its rate down to 4 rows (its micro-kernel's height)
+    # and on narrow products, where a BLAS call per step needed 8 rows and G*H >= 384 columns
+    # to gain from parts (Driver). Measured on 2 cores: LSTM T=100 B=8 H=128 training 8.3 ->
+    # 6.7 ms with B=8 in two parts; Elman RNN T=100 B=64 H=256 training 58 -> 44 ms in parts.
+    _packed = seq.step_product()[0]
     driver = Driver({name: TimeLoop(m.forward, m.backward)
                      for name, m in (("rnn", rnn), ("lstm", lstm), ("gru", gru))},
                     HostProducts(seq.project, seq.matmul_nn, seq.matmul_tn, seq.column_sums),
-                    # the packed product keeps its rate down to 4 rows (its micro-kernel's
-                    # height), so B=8 runs as two parts on two cores: LSTM T=100 B=8 H=128
-                    # training 8.3 -> 6.7 ms on 2 cores (a BLAS call per step needs 8 rows)
-                    min_part_rows=4 if seq.step_product()[0] else 8)
+                    min_part_rows=4 if _packed else 8, min_part_columns=0 if _packed else 384)
     forward, backward = driver.forward, driver.backward
