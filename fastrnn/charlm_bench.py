@@ -104,7 +104,7 @@ def compare(cell: str = "lstm", steps: int = 120, block: int = 10, batch_size: i
         loss.backward()
         torch.nn.utils.clip_grad_norm_(twin.parameters(), 1.0)
         t_opt.step()
-        return float(loss)
+        return loss.item()
 
     times: dict[str, list[float]] = {"fastrnn": [], "torch": []}
     losses: dict[str, list[float]] = {"fastrnn": [], "torch": []}
