@@ -139,7 +139,7 @@ def _valid_rows(active: np.ndarray, B: int) -> np.ndarray | None:
     they own them all (no padding). With rows sorted longest first these are prefixes."""
     if int(active.sum()) == active.size * B:
         return None
-    return np.concatenate([t * B + np.arange(n) for t, n in enumerate(active)])
+    return np.flatnonzero(np.arange(B) < np.asarray(active)[:, None])
 
 
 class Driver:
