@@ -38,6 +38,17 @@ def test_the_environment_forces_the_step_product():
     assert packed == (why == "FASTRNN_GEMM=packed")
 
 
+def test_an_unknown_step_product_is_refused_with_the_reason():
+    code = ("from fastrnn import backends\n"
+            "ok, why = backends.available()['cython']\n"
+            "assert not ok and 'FASTRNN_GEMM' in why and \"'mkl'\" in why, why\n"
+            "try:\n    backends.get('cython')\nexcept Exception as exc:\n"
+            "    assert 'FASTRNN_GEMM' in str(exc), exc\n"
+            "else:\n    raise AssertionError('cython served with FASTRNN_GEMM=mkl')\n")
+    out = _run(["-c", code], "mkl")
+    assert out.returncode == 0, out.stderr
+
+
 @pytest.mark.parametrize("gemm", ["blas", "packed"])
 def test_each_step_product_matches_the_reference(gemm):
     if gemm == "packed" and not _choice("packed")[0]:

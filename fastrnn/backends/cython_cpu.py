@@ -10,6 +10,8 @@ Unavailable, with the reason, when the extensions were not built (no C compiler 
 
 from __future__ import annotations
 
+import os
+
 from .driver import Driver, TimeLoop
 from .host import HostProducts
 
@@ -24,7 +26,15 @@ else:
     _missing = None
 
 
+#: FASTRNN_GEMM: unset (chosen from the CPU), "blas" or "packed" (src_kernels/packed.h)
+_gemm = os.environ.get("FASTRNN_GEMM", "")
+_bad_gemm = None if _gemm in ("", "blas", "packed") else \
+    f"FASTRNN_GEMM must be 'blas' or 'packed' (or unset), got {_gemm!r}"
+
+
 def available() -> tuple[bool, str]:
+    if _bad_gemm is not None:
+        return False, _bad_gemm
     if _missing is not None:
         return False, (f"extensions not built ({_missing}); reinstall with a C compiler "
                        "at hand: pip install --force-reinstall --no-deps .")
