@@ -149,3 +149,28 @@ def test_batch_parts_conform(monkeypatch, name, cell, dtype):
         pb = make_problem(cell, T=7, B=11, I=5, H=6, P=3 if cell == "lstm" else 0,
                           ragged=ragged, reverse=reverse, seed=11)
         check_backend(name, pb, dtype)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", FUSED)
+def test_buffers_left_unfilled_are_never_read(monkeypatch, name, cell, dtype):
+    """The driver leaves saved buffers and input gradients unfilled (Products.empty): poison
+    them with NaN, and any read of an entry no loop wrote shows in the results."""
+    products = backends.get(name).module.driver.products
+    zeros = products.zeros
+
+    def poisoned(shape, dtype):
+        out = zeros(shape, dtype)
+        out.fill(np.nan)
+        return out
+
+    monkeypatch.setattr(products, "empty", poisoned)
+    driver = backends.get(name).module.driver
+    monkeypatch.setattr(driver, "min_part_rows", 2)
+    monkeypatch.setattr("fastrnn.parallel.cores", lambda: 3)
+    for ragged, reverse in ((False, False), (True, False), (True, True)):
+        for T, B in ((1, 1), (6, 7)):
+            pb = make_problem(cell, T=T, B=B, I=3, H=5, P=2 if cell == "lstm" else 0,
+                              ragged=ragged, reverse=reverse, seed=T + B)
+            check_backend(name, pb, dtype)

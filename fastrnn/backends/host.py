@@ -38,6 +38,9 @@ class HostProducts:
     def zeros(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         return np.zeros(shape, dtype)
 
+    def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        return np.empty(shape, dtype)
+
     def copy(self, a: np.ndarray) -> np.ndarray:
         return np.array(a)
 

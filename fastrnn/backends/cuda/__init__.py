@@ -85,6 +85,11 @@ class DeviceProducts:
             k.fill_zero[(out.size + 255) // 256, 256](flat, flat.dtype.type(0))
         return out
 
+    def empty(self, shape: tuple[int, ...], dtype):
+        """Zero-filled as well: the CUDA loops' writes have not been checked on a real GPU
+        against reads of entries they leave untouched."""
+        return self.zeros(shape, dtype)
+
     def copy(self, a: Any):
         """A new device array holding `a`'s values: a state the loops may overwrite without
         touching the caller's array."""
