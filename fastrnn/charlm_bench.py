@@ -9,13 +9,13 @@ threads as this process may use (the same cores fastrnn uses).
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import charlm, nn, optim
+from .bench import usable_cpus
 
 
 @dataclass
@@ -73,7 +73,7 @@ def compare(cell: str = "lstm", steps: int = 120, block: int = 10, batch_size: i
     block of each is warm-up) and return the comparison."""
     import torch
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(usable_cpus())
     text = charlm.default_corpus()
     vocab = charlm.Vocab.from_text(text)
     batches = charlm.stream_batches(vocab.encode(text), batch_size, seq_len)

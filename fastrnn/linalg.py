@@ -7,7 +7,8 @@ run on the OpenMP team), the pools fought over the cores (DESIGN.md). :func:`mat
 large product as a :func:`fastrnn.parallel.run` region instead: its rows split into one shard
 per core, each a single-threaded NumPy product (which releases the GIL) on the OpenMP team,
 so no BLAS pool wakes up (char-LM LSTM step on 2 cores: 104 ms with products on a
-2-thread BLAS, 52 ms so). Small products run directly: OpenBLAS keeps them on one thread.
+2-thread BLAS, 52 ms so). Smaller products run directly: OpenBLAS keeps them on one
+thread.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import numpy as np
 
 from . import parallel
 
-#: a product is split over the cores from this many multiply-adds on, in shards of at least
-#: MIN_SHARD_ROWS rows of the result
-MIN_SPLIT_MACS = 1 << 20
+#: a product is split over the cores from this many multiply-adds on (OpenBLAS's own threshold
+#: for going multi-threaded, 65536 x GEMM_MULTITHREAD_THRESHOLD 4: below it a product runs on
+#: one thread anyway), in shards of at least MIN_SHARD_ROWS rows of the result
+MIN_SPLIT_MACS = 1 << 18
 MIN_SHARD_ROWS = 16
 
 
