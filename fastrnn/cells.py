@@ -15,6 +15,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+#: LayerNorm's epsilon: norm(v) = (v - mean(v)) / sqrt(var(v) + EPS), biased variance
+LAYER_NORM_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class NormSite:
+    """A LayerNorm inside a cell's time loop: ``gain * hat + shift``, hat = norm(a row).
+
+    gain / shift: kernel arguments of the cell's ``norms`` (shift None: none here, e.g. the
+    recurrent product's, whose shift is b_hh); hat: the saved buffer holding hat; grad: the
+    gradient buffer holding d(gain * hat + shift) ("dg_rec" or one of ``Cell.loop_grads``).
+    The driver turns these into the gain's and shift's gradients after the loop.
+    """
+
+    gain: str
+    shift: str | None
+    hat: str
+    grad: str
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -29,8 +48,9 @@ class Cell:
     #: states carried between steps: "h" (width Hp, the output) and, for LSTM, "c" (width H)
     states: tuple[str, ...]
     #: per-step buffers a training forward saves besides the state entering each step
-    #: (h_prev): (name, width in H), in the order the time loops take them
-    saved: tuple[tuple[str, int], ...]
+    #: (h_prev): (name, width), in the order the time loops take them; a width is a multiple
+    #: of H, or (multiple of H, extra columns) (see :meth:`width`)
+    saved: tuple[tuple[str, int | tuple[int, int]], ...]
     #: torch.nn's class name and the extra constructor arguments that select this cell
     torch_class: str
     torch_args: tuple[tuple[str, Any], ...] = ()
@@ -44,6 +64,22 @@ class Cell:
     #: b_in + r * (W_hn h + b_hn))): b_hh stays inside the loop instead of folding into the
     #: input projection with b_ih, and backward keeps a separate recurrent-side gradient
     split_recurrent: bool = False
+    #: LayerNorm cells: their gains and shifts, (kernel argument, width in H), the input
+    #: side's gain first ("ln_ih", normalised by the driver before the loop); the rest go to
+    #: the time loops in this order
+    norms: tuple[tuple[str, int], ...] = ()
+    #: the LayerNorms inside the time loop (see :class:`NormSite`)
+    norm_sites: tuple[NormSite, ...] = ()
+    #: gradient buffers the backward loop writes besides dg_in / dg_rec: (name, width in H);
+    #: "d_hw" (LayerNorm cells) is the gradient of the raw product h @ w_hh^T, which dw_hh
+    #: then takes instead of dg_rec
+    loop_grads: tuple[tuple[str, int], ...] = ()
+
+    @staticmethod
+    def width(spec: int | tuple[int, int], H: int) -> int:
+        """Columns of a buffer whose width is `spec` (k: k*H; (k, e): k*H + e)."""
+        k, extra = (spec, 0) if isinstance(spec, int) else spec
+        return k * H + extra
 
     def state_width(self, state: str, H: int, Hp: int) -> int:
         """Width of a state: h is the (projected) output Hp, c the cell's H."""
@@ -55,7 +91,7 @@ class Cell:
 
         layer_input: the layer's input width; P: projection size (0: none)."""
         if P and not self.projection:
-            raise ValueError(f"proj_size is only supported by LSTM, not {self.name}")
+            raise ValueError(f"proj_size is only supported by lstm, not {self.name}")
         suffix = f"_l{layer}" + ("_reverse" if direction else "")
         GH, Hp = self.gates * H, P or H
         params = {"w_ih": ("weight_ih" + suffix, (GH, layer_input)),
@@ -65,6 +101,8 @@ class Cell:
             params["b_hh"] = ("bias_hh" + suffix, (GH,))
         if P:
             params["w_hr"] = ("weight_hr" + suffix, (P, H))
+        for arg, width in self.norms:
+            params[arg] = (NORM_NAMES[arg] + suffix, (width * H,))
         return params
 
     def projected_output(self, saved: dict[str, Any], H: int) -> tuple[Any, Any]:
@@ -79,6 +117,11 @@ def _elman(relu: bool) -> Cell:
                 (("nonlinearity", act),), f"RNN_{act.upper()}", relu=relu)
 
 
+#: LayerNorm kernel argument -> torch-style parameter name (before the layer suffix)
+NORM_NAMES = {"ln_ih": "ln_ih_weight", "ln_hh": "ln_hh_weight", "ln_c_w": "ln_c_weight",
+              "ln_c_b": "ln_c_bias"}
+
+
 #: name -> cell. The Elman nonlinearities are two cells, as in PyTorch's modes.
 CELLS: dict[str, Cell] = {cell.name: cell for cell in (
     _elman(relu=False),
@@ -89,6 +132,23 @@ CELLS: dict[str, Cell] = {cell.name: cell for cell in (
     # r, z, n; saves the gates and W_hn h + b_hn (r's gradient needs it)
     Cell("gru", "gru", 3, ("h",), (("gates", 3), ("hw_n", 1)), "GRU", torch_mode="GRU",
          split_recurrent=True),
+    # LayerNorm LSTM (Ba et al. 2016): a = g_ih norm(x W_ih^T) + g_hh norm(h W_hh^T) + b_ih +
+    # b_hh; c' = f c + i g; h' = o tanh(g_c norm(c') + b_c). Saves the gates, c entering the
+    # step, norm(h W_hh^T), norm(c'), tanh(g_c norm(c') + b_c) and the two rows' 1/std.
+    Cell("layernorm_lstm", "ln_lstm", 4, ("h", "c"),
+         (("gates", 4), ("c_prev", 1), ("hw_hat", 4), ("c_hat", 1), ("tanh_c", 1),
+          ("rstd", (0, 2))), "LayerNormLSTM",
+         norms=(("ln_ih", 4), ("ln_hh", 4), ("ln_c_w", 1), ("ln_c_b", 1)),
+         norm_sites=(NormSite("ln_hh", None, "hw_hat", "dg_rec"),
+                     NormSite("ln_c_w", "ln_c_b", "c_hat", "d_cn")),
+         loop_grads=(("d_hw", 4), ("d_cn", 1))),
+    # LayerNorm GRU: gi = g_ih norm(x W_ih^T) + b_ih; gh = g_hh norm(h W_hh^T) + b_hh, then
+    # PyTorch's GRU on gi, gh. Saves the gates, gh's n block, norm(h W_hh^T) and its 1/std.
+    Cell("layernorm_gru", "ln_gru", 3, ("h",),
+         (("gates", 3), ("hw_n", 1), ("hw_hat", 3), ("rstd", (0, 1))), "LayerNormGRU",
+         split_recurrent=True, norms=(("ln_ih", 3), ("ln_hh", 3)),
+         norm_sites=(NormSite("ln_hh", None, "hw_hat", "dg_rec"),),
+         loop_grads=(("d_hw", 3),)),
 )}
 #: other names the model API and the command line accept
 ALIASES = {"rnn": "rnn_tanh"}
@@ -107,6 +167,6 @@ def get(cell: str | Cell) -> Cell:
 def by_torch_mode(mode: str) -> Cell:
     """The cell of a torch.nn.RNNBase ``mode`` ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")."""
     for cell in CELLS.values():
-        if cell.torch_mode == mode:
+        if mode and cell.torch_mode == mode:
             return cell
     raise ValueError(f"unknown mode {mode!r}; modes: {[c.torch_mode for c in CELLS.values()]}")

@@ -55,6 +55,37 @@ cdef extern from "gates.h" nogil:
     void gru_bwd_d(const double *dh, const double *dy, const double *h_prev,
                    const double *gates, const double *hw_n, double *dg_in, double *dg_rec,
                    double *direct, long n, long H)
+    void ln_lstm_fwd_f(const float *xw, float *hw, const float *g_hh, const float *g_c,
+                       const float *b_c, float *c, float *h, float *gates, float *hw_hat,
+                       float *c_hat, float *tanh_c, float *rstd, long n, long H)
+    void ln_lstm_fwd_d(const double *xw, double *hw, const double *g_hh, const double *g_c,
+                       const double *b_c, double *c, double *h, double *gates,
+                       double *hw_hat, double *c_hat, double *tanh_c, double *rstd, long n,
+                       long H)
+    void ln_lstm_bwd_f(const float *dh, const float *dy, const float *gates,
+                       const float *c_prev, const float *hw_hat, const float *c_hat,
+                       const float *tanh_c, const float *rstd, const float *g_hh,
+                       const float *g_c, float *dc, float *dg, float *d_hw, float *d_cn,
+                       float *d_c, long n, long H)
+    void ln_lstm_bwd_d(const double *dh, const double *dy, const double *gates,
+                       const double *c_prev, const double *hw_hat, const double *c_hat,
+                       const double *tanh_c, const double *rstd, const double *g_hh,
+                       const double *g_c, double *dc, double *dg, double *d_hw, double *d_cn,
+                       double *d_c, long n, long H)
+    void ln_gru_fwd_f(const float *xw, float *hw, const float *g_hh, const float *b_hh,
+                      float *h, float *gates, float *hw_n, float *hw_hat, float *rstd, long n,
+                      long H)
+    void ln_gru_fwd_d(const double *xw, double *hw, const double *g_hh, const double *b_hh,
+                      double *h, double *gates, double *hw_n, double *hw_hat, double *rstd,
+                      long n, long H)
+    void ln_gru_bwd_f(const float *dh, const float *dy, const float *h_prev,
+                      const float *gates, const float *hw_n, const float *hw_hat,
+                      const float *rstd, const float *g_hh, float *dg_in, float *dg_rec,
+                      float *d_hw, float *direct, long n, long H)
+    void ln_gru_bwd_d(const double *dh, const double *dy, const double *h_prev,
+                      const double *gates, const double *hw_n, const double *hw_hat,
+                      const double *rstd, const double *g_hh, double *dg_in, double *dg_rec,
+                      double *d_hw, double *direct, long n, long H)
 
 
 cdef inline void _gemm(char ta, char tb, int M, int N, int K, floating *A, int lda,
@@ -223,3 +254,47 @@ cdef inline void gru_bwd(floating *dh, floating *dy, floating *h_prev, floating 
         gru_bwd_f(dh, dy, h_prev, gates, hw_n, dg_in, dg_rec, direct, n, H)
     else:
         gru_bwd_d(dh, dy, h_prev, gates, hw_n, dg_in, dg_rec, direct, n, H)
+
+
+cdef inline void ln_lstm_fwd(floating *xw, floating *hw, floating *g_hh, floating *g_c,
+                             floating *b_c, floating *c, floating *h, floating *gates,
+                             floating *hw_hat, floating *c_hat, floating *tanh_c,
+                             floating *rstd, long n, long H) noexcept nogil:
+    if floating is float:
+        ln_lstm_fwd_f(xw, hw, g_hh, g_c, b_c, c, h, gates, hw_hat, c_hat, tanh_c, rstd, n, H)
+    else:
+        ln_lstm_fwd_d(xw, hw, g_hh, g_c, b_c, c, h, gates, hw_hat, c_hat, tanh_c, rstd, n, H)
+
+
+cdef inline void ln_lstm_bwd(floating *dh, floating *dy, floating *gates, floating *c_prev,
+                             floating *hw_hat, floating *c_hat, floating *tanh_c,
+                             floating *rstd, floating *g_hh, floating *g_c, floating *dc,
+                             floating *dg, floating *d_hw, floating *d_cn, floating *d_c,
+                             long n, long H) noexcept nogil:
+    if floating is float:
+        ln_lstm_bwd_f(dh, dy, gates, c_prev, hw_hat, c_hat, tanh_c, rstd, g_hh, g_c, dc, dg,
+                      d_hw, d_cn, d_c, n, H)
+    else:
+        ln_lstm_bwd_d(dh, dy, gates, c_prev, hw_hat, c_hat, tanh_c, rstd, g_hh, g_c, dc, dg,
+                      d_hw, d_cn, d_c, n, H)
+
+
+cdef inline void ln_gru_fwd(floating *xw, floating *hw, floating *g_hh, floating *b_hh,
+                            floating *h, floating *gates, floating *hw_n, floating *hw_hat,
+                            floating *rstd, long n, long H) noexcept nogil:
+    if floating is float:
+        ln_gru_fwd_f(xw, hw, g_hh, b_hh, h, gates, hw_n, hw_hat, rstd, n, H)
+    else:
+        ln_gru_fwd_d(xw, hw, g_hh, b_hh, h, gates, hw_n, hw_hat, rstd, n, H)
+
+
+cdef inline void ln_gru_bwd(floating *dh, floating *dy, floating *h_prev, floating *gates,
+                            floating *hw_n, floating *hw_hat, floating *rstd, floating *g_hh,
+                            floating *dg_in, floating *dg_rec, floating *d_hw,
+                            floating *direct, long n, long H) noexcept nogil:
+    if floating is float:
+        ln_gru_bwd_f(dh, dy, h_prev, gates, hw_n, hw_hat, rstd, g_hh, dg_in, dg_rec, d_hw,
+                     direct, n, H)
+    else:
+        ln_gru_bwd_d(dh, dy, h_prev, gates, hw_n, hw_hat, rstd, g_hh, dg_in, dg_rec, d_hw,
+                     direct, n, H)

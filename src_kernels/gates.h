@@ -26,6 +26,12 @@ static inline float tanh_f(float x) {
 
 static inline double tanh_d(double x) { return tanh(x); }
 
+static inline float sqrt_f(float x) { return sqrtf(x); }
+static inline double sqrt_d(double x) { return sqrt(x); }
+
+/* LayerNorm's epsilon (fastrnn.cells.LAYER_NORM_EPS) */
+#define FASTRNN_LN_EPS 1e-5
+
 #define REAL float
 #define SUFFIX f
 #include "gates_impl.h"

@@ -164,6 +164,151 @@ static inline void FR(gru_bwd)(const REAL *restrict dh, const REAL *restrict dy,
     }
 }
 
+/* ---------------------------------------------------------------- LayerNorm cells
+ * norm(v) = (v - mean) / sqrt(var + eps) over a row; backward, for d = dL/d norm(v) and
+ * s = 1/std: dL/dv = s (d - mean(d) - norm(v) mean(d norm(v))). Each row's statistics are
+ * taken in the gate pass while the row is in cache. rstd holds 1/std per row: two values per
+ * row for the LSTM (its product's, then c''s), one for the GRU. */
+
+/* mean and 1/std of v[0:N]: two passes, so no cancellation */
+static inline void FR(row_stats)(const REAL *restrict v, long N, REAL *mean, REAL *rstd) {
+    REAL s = 0, q = 0;
+#pragma omp simd reduction(+ : s)
+    for (long j = 0; j < N; j++) s += v[j];
+    const REAL m = s / (REAL)N;
+#pragma omp simd reduction(+ : q)
+    for (long j = 0; j < N; j++) q += (v[j] - m) * (v[j] - m);
+    *mean = m;
+    *rstd = (REAL)1 / FR(sqrt)(q / (REAL)N + (REAL)FASTRNN_LN_EPS);
+}
+
+/* d_v = s (d - mean(d) - hat mean(d hat)) for d = d_post * gain over a row of N */
+static inline void FR(row_norm_bwd)(const REAL *restrict d_post, const REAL *restrict gain,
+                                    const REAL *restrict hat, REAL rstd, REAL *restrict d_v,
+                                    long N) {
+    REAL s = 0, q = 0;
+#pragma omp simd reduction(+ : s, q)
+    for (long j = 0; j < N; j++) {
+        const REAL d = d_post[j] * gain[j];
+        s += d;
+        q += d * hat[j];
+    }
+    const REAL md = s / (REAL)N, mq = q / (REAL)N;
+    for (long j = 0; j < N; j++) d_v[j] = rstd * (d_post[j] * gain[j] - md - hat[j] * mq);
+}
+
+/* hw: in h W_hh^T, out the pre-activations (scratch); c: in c, out c' (un-normalised);
+ * h: out o tanh(g_c norm(c') + b_c) */
+static inline void FR(ln_lstm_fwd)(const REAL *restrict xw, REAL *restrict hw,
+                                   const REAL *restrict g_hh, const REAL *restrict g_c,
+                                   const REAL *restrict b_c, REAL *restrict c, REAL *restrict h,
+                                   REAL *restrict gates, REAL *restrict hw_hat,
+                                   REAL *restrict c_hat, REAL *restrict tanh_c,
+                                   REAL *restrict rstd, long n, long H) {
+    const long G = 4 * H;
+    for (long b = 0; b < n; b++) {
+        const REAL *restrict x = xw + b * G;
+        REAL *restrict u = hw + b * G;
+        REAL *restrict hat = hw_hat + b * G;
+        REAL *restrict gt = gates + b * G;
+        REAL *restrict cb = c + b * H;
+        REAL m, r, mc, rc;
+        FR(row_stats)(u, G, &m, &r);
+        for (long j = 0; j < G; j++) {
+            hat[j] = (u[j] - m) * r;
+            u[j] = x[j] + g_hh[j] * hat[j];
+        }
+        for (long j = 0; j < H; j++) {
+            const REAL i = FR(sigm)(u[j]);
+            const REAL f = FR(sigm)(u[H + j]);
+            const REAL g = FR(tanh)(u[2 * H + j]);
+            gt[j] = i;
+            gt[H + j] = f;
+            gt[2 * H + j] = g;
+            gt[3 * H + j] = FR(sigm)(u[3 * H + j]);
+            cb[j] = f * cb[j] + i * g;
+        }
+        FR(row_stats)(cb, H, &mc, &rc);
+        for (long j = 0; j < H; j++) {
+            const REAL ch = (cb[j] - mc) * rc;
+            const REAL tc = FR(tanh)(g_c[j] * ch + b_c[j]);
+            c_hat[b * H + j] = ch;
+            tanh_c[b * H + j] = tc;
+            h[b * H + j] = gt[3 * H + j] * tc;
+        }
+        rstd[2 * b] = r;
+        rstd[2 * b + 1] = rc;
+    }
+}
+
+/* dh: the gradient reaching the step's output (without dy); dc: in dc_n of the step, out dc
+ * of the previous one; writes dg (the pre-activations'), d_hw (h W_hh^T's), d_cn (that of
+ * g_c norm(c') + b_c) */
+static inline void FR(ln_lstm_bwd)(const REAL *restrict dh, const REAL *restrict dy,
+                                   const REAL *restrict gates, const REAL *restrict c_prev,
+                                   const REAL *restrict hw_hat, const REAL *restrict c_hat,
+                                   const REAL *restrict tanh_c, const REAL *restrict rstd,
+                                   const REAL *restrict g_hh, const REAL *restrict g_c,
+                                   REAL *restrict dc, REAL *restrict dg, REAL *restrict d_hw,
+                                   REAL *restrict d_cn, REAL *restrict d_c, long n, long H) {
+    const long G = 4 * H;
+    const REAL one = (REAL)1;
+    for (long b = 0; b < n; b++) {
+        const REAL *restrict gt = gates + b * G;
+        REAL *restrict dgb = dg + b * G;
+        const long e0 = b * H;
+        for (long j = 0; j < H; j++) {
+            const REAL tc = tanh_c[e0 + j];
+            d_cn[e0 + j] = (dh[e0 + j] + dy[e0 + j]) * gt[3 * H + j] * (one - tc * tc);
+        }
+        FR(row_norm_bwd)(d_cn + e0, g_c, c_hat + e0, rstd[2 * b + 1], d_c, H);
+        for (long j = 0; j < H; j++) {
+            const long e = e0 + j;
+            const REAL i = gt[j], f = gt[H + j], g = gt[2 * H + j], o = gt[3 * H + j];
+            const REAL dc_new = dc[e] + d_c[j];
+            dgb[j] = dc_new * g * i * (one - i);
+            dgb[H + j] = dc_new * c_prev[e] * f * (one - f);
+            dgb[2 * H + j] = dc_new * i * (one - g * g);
+            dgb[3 * H + j] = (dh[e] + dy[e]) * tanh_c[e] * o * (one - o);
+            dc[e] = dc_new * f;
+        }
+        FR(row_norm_bwd)(dgb, g_hh, hw_hat + b * G, rstd[2 * b], d_hw + b * G, G);
+    }
+}
+
+/* hw: in h W_hh^T, out g_hh norm(h W_hh^T) (scratch); then the GRU's gate pass adds b_hh */
+static inline void FR(ln_gru_fwd)(const REAL *restrict xw, REAL *restrict hw,
+                                  const REAL *restrict g_hh, const REAL *restrict b_hh,
+                                  REAL *restrict h, REAL *restrict gates, REAL *restrict hw_n,
+                                  REAL *restrict hw_hat, REAL *restrict rstd, long n, long H) {
+    const long G = 3 * H;
+    for (long b = 0; b < n; b++) {
+        REAL *restrict u = hw + b * G;
+        REAL *restrict hat = hw_hat + b * G;
+        REAL m, r;
+        FR(row_stats)(u, G, &m, &r);
+        for (long j = 0; j < G; j++) {
+            hat[j] = (u[j] - m) * r;
+            u[j] = g_hh[j] * hat[j];
+        }
+        rstd[b] = r;
+    }
+    FR(gru_fwd)(xw, hw, b_hh, h, gates, hw_n, n, H);
+}
+
+/* the GRU's backward (dg_in, dg_rec = d gh, direct), then d_hw = d(h W_hh^T) per row */
+static inline void FR(ln_gru_bwd)(const REAL *restrict dh, const REAL *restrict dy,
+                                  const REAL *restrict h_prev, const REAL *restrict gates,
+                                  const REAL *restrict hw_n, const REAL *restrict hw_hat,
+                                  const REAL *restrict rstd, const REAL *restrict g_hh,
+                                  REAL *restrict dg_in, REAL *restrict dg_rec,
+                                  REAL *restrict d_hw, REAL *restrict direct, long n, long H) {
+    const long G = 3 * H;
+    FR(gru_bwd)(dh, dy, h_prev, gates, hw_n, dg_in, dg_rec, direct, n, H);
+    for (long b = 0; b < n; b++)
+        FR(row_norm_bwd)(dg_rec + b * G, g_hh, hw_hat + b * G, rstd[b], d_hw + b * G, G);
+}
+
 #undef FR
 #undef FR_CAT
 #undef FR_CAT2

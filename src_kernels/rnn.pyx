@@ -13,7 +13,7 @@ from common cimport pack_weight, rnn_bwd, rnn_fwd, step_w, step_wt
 
 
 def forward(floating[:, :, ::1] xw, floating[:, ::1] w_hh, floating[::1] b_rec,
-            floating[:, ::1] w_hr, floating[:, ::1] h, floating[:, ::1] c,
+            floating[:, ::1] w_hr, tuple norms, floating[:, ::1] h, floating[:, ::1] c,
             const int64_t[::1] active, bint reverse, bint training, bint relu,
             floating[:, :, ::1] y, floating[:, :, ::1] h_prev, tuple buffers):
     cdef floating[:, :, ::1] h_new = buffers[0]
@@ -38,10 +38,11 @@ def forward(floating[:, :, ::1] xw, floating[:, ::1] w_hh, floating[::1] b_rec,
 
 
 def backward(floating[:, :, ::1] dy, floating[:, ::1] dh, floating[:, ::1] dc,
-             floating[:, ::1] w_hh, floating[:, ::1] w_hr, const int64_t[::1] active,
-             bint reverse, bint relu, floating[:, :, ::1] h_prev, tuple buffers,
+             floating[:, ::1] w_hh, floating[:, ::1] w_hr, tuple norms,
+             const int64_t[::1] active, bint reverse, bint relu, floating[:, :, ::1] h_prev,
+             tuple buffers,
              floating[:, :, ::1] dg_in, floating[:, :, ::1] dg_rec,
-             floating[:, :, ::1] dh_out):
+             floating[:, :, ::1] dh_out, tuple grads):
     cdef floating[:, :, ::1] h_new = buffers[0]
     cdef int T = dy.shape[0], H = dy.shape[2]
     cdef floating *w_packed = pack_weight(w_hh, False, T)

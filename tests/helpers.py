@@ -27,25 +27,31 @@ class Problem:
     dy: np.ndarray = field(repr=False)
     dh_n: np.ndarray = field(repr=False)
     dc_n: np.ndarray | None = field(repr=False)
+    #: LayerNorm cells' gains and shifts, in cell.norms order (empty for other cells)
+    norms: tuple = ()
 
     def args(self):
         return (self.cell, self.x, self.w_ih, self.w_hh, self.b_ih, self.b_hh, self.h0, self.c0)
 
     def kwargs(self, training=True):
-        return {"w_hr": self.w_hr, "lengths": self.lengths, "reverse": self.reverse,
-                "training": training}
+        return {"w_hr": self.w_hr, "norms": self.norms, "lengths": self.lengths,
+                "reverse": self.reverse, "training": training}
 
     def astype(self, dtype) -> Problem:
-        conv = {k: (v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
-                for k, v in self.__dict__.items()}
-        return Problem(**conv)
+        def conv(v):
+            if isinstance(v, tuple):
+                return tuple(conv(a) for a in v)
+            return v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+
+        return Problem(**{k: conv(v) for k, v in self.__dict__.items()})
 
 
 def make_problem(cell, T, B, I, H, *, P=0, bias=True, ragged=False, reverse=False,
                  dtype=np.float64, scale=1.0, seed=0) -> Problem:
     """Random arguments; weights ~ U(-scale/sqrt(H), scale/sqrt(H)) like torch's init."""
     rng = np.random.default_rng(seed)
-    G, has_c = CELLS[cell].gates, "c" in CELLS[cell].states
+    spec = CELLS[cell]
+    G, has_c = spec.gates, "c" in spec.states
     Hp = P or H
     k = scale / np.sqrt(H)
 
@@ -63,6 +69,9 @@ def make_problem(cell, T, B, I, H, *, P=0, bias=True, ragged=False, reverse=Fals
         w_hr=u(P, H) if P else None, lengths=lengths, reverse=reverse,
         dy=u(T, B, Hp, bound=1.0), dh_n=u(B, Hp, bound=1.0),
         dc_n=u(B, H, bound=1.0) if has_c else None,
+        # gains around 1, shifts around 0, both away from their initial values
+        norms=tuple((1 + u(w * H, bound=0.5)) if name != "ln_c_b" else u(w * H, bound=0.5)
+                    for name, w in spec.norms),
     )
 
 
@@ -73,6 +82,12 @@ def loss(backend, pb: Problem) -> float:
     if out.c_n is not None:
         total += np.sum(pb.dc_n * out.c_n)
     return float(total)
+
+
+def norm_grads(grads, pb: Problem) -> dict:
+    """{"d<norm argument>": its gradient} of a LayerNorm cell's Grads (empty for others)."""
+    return {f"d{name}": g for (name, _), g in zip(CELLS[pb.cell].norms, grads.dnorms,
+                                                   strict=True)}
 
 
 #: Grads field -> Problem attribute it differentiates

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from fastrnn import backends, cells
 
-from .helpers import GRAD_OF, make_problem
+from .helpers import GRAD_OF, make_problem, norm_grads
 
 REF = backends.get("reference")
 BACKENDS = [name for name, (ok, _) in backends.available().items() if ok]
@@ -52,6 +52,10 @@ def check_backend(name, pb, dtype):
         else:
             assert_conforms(getattr(grads, field), getattr(ref_g, field), dtype,
                             f"{name} {field}")
+    expected = norm_grads(ref_g, exact)
+    assert norm_grads(grads, low).keys() == expected.keys()
+    for field, got in norm_grads(grads, low).items():
+        assert_conforms(got, expected[field], dtype, f"{name} {field}")
     inference = backend.forward(*low.args(), **low.kwargs(training=False))
     assert inference.ctx is None
     np.testing.assert_array_equal(inference.y, out.y)
@@ -126,7 +130,7 @@ def test_extreme_preactivations_stay_finite_and_conform(name, cell, dtype):
     check_backend(name, pb, dtype)
 
 
-@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru", "layernorm_lstm", "layernorm_gru"])
 @pytest.mark.parametrize("name", BACKENDS)
 def test_long_sequences_of_1000_steps(name, cell):
     pb = make_problem(cell, T=1000, B=2, I=4, H=8, ragged=True, seed=3)
@@ -136,7 +140,7 @@ def test_long_sequences_of_1000_steps(name, cell):
 FUSED = [name for name in BACKENDS if hasattr(backends.get(name).module, "driver")]
 
 
-@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru", "layernorm_lstm", "layernorm_gru"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", FUSED)
 def test_batch_parts_conform(monkeypatch, name, cell, dtype):

@@ -10,22 +10,24 @@ import numpy as np
 import pytest
 
 from fastrnn import backends
+from fastrnn.cells import CELLS
 
-from .helpers import GRAD_OF, loss, make_problem
+from .helpers import GRAD_OF, loss, make_problem, norm_grads
 
 REF = backends.get("reference")
 EPS = 1e-6
 
 CASES = [
     (cell, bias, ragged, reverse, 0)
-    for cell in ("rnn_tanh", "rnn_relu", "lstm", "gru")
+    for cell in ("rnn_tanh", "rnn_relu", "lstm", "gru", "layernorm_lstm", "layernorm_gru")
     for bias, ragged, reverse in itertools.product((True, False), repeat=3)
 ] + [("lstm", bias, ragged, reverse, 2)
      for bias, ragged, reverse in itertools.product((True, False), repeat=3)]
 
 
 def numerical_grad(pb, name):
-    arr = getattr(pb, name)
+    arr = getattr(pb, name) if not name.startswith("ln_") else \
+        pb.norms[[n for n, _ in CELLS[pb.cell].norms].index(name)]
     grad = np.zeros_like(arr)
     flat, gflat = arr.reshape(-1), grad.reshape(-1)
     for j in range(flat.size):
@@ -58,6 +60,10 @@ def test_reference_gradients_match_finite_differences(cell, bias, ragged, revers
                                    err_msg=f"{cell} {field}")
         checked += 1
     assert checked >= 4  # dx, dh0, dw_ih, dw_hh at least
+    assert len(grads.dnorms) == len(CELLS[cell].norms)
+    for field, analytic in norm_grads(grads, pb).items():
+        np.testing.assert_allclose(analytic, numerical_grad(pb, field[1:]), rtol=1e-6,
+                                   atol=1e-9, err_msg=f"{cell} {field}")
 
 
 def test_relu_rnn_finite_differences_avoid_the_kink():
@@ -91,7 +97,8 @@ def test_reverse_with_lengths_runs_each_sequence_backward_over_its_own_steps():
     assert np.all(out.y[3:, 1] == 0)
 
 
-@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru", "layernorm_lstm",
+                                  "layernorm_gru"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_reference_is_numerically_safe_for_huge_preactivations(cell, dtype):
     pb = make_problem(cell, T=20, B=2, I=3, H=4, scale=1e3, dtype=dtype, seed=5)
@@ -99,4 +106,4 @@ def test_reference_is_numerically_safe_for_huge_preactivations(cell, dtype):
         out = REF.forward(*pb.args(), **pb.kwargs())
         grads = REF.backward(pb.dy, pb.dh_n, pb.dc_n, out.ctx)
     assert out.y.dtype == dtype and np.all(np.isfinite(out.y))
-    assert all(np.all(np.isfinite(g)) for g in grads if g is not None)
+    assert all(np.all(np.isfinite(g)) for g in (*grads[:-1], *grads.dnorms) if g is not None)

@@ -40,6 +40,13 @@ class Grads(NamedTuple):
     db_ih: np.ndarray | None
     db_hh: np.ndarray | None
     dw_hr: np.ndarray | None
+    #: LayerNorm cells: the gradients of ``norms``, in ``cell.norms`` order (else empty)
+    dnorms: tuple = ()
+
+    def of(self, arg: str, cell: Cell) -> Any:
+        """The gradient of kernel argument `arg` ("w_ih", ..., or one of ``cell.norms``)."""
+        names = [name for name, _ in cell.norms]
+        return self.dnorms[names.index(arg)] if arg in names else getattr(self, "d" + arg)
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,8 @@ class KernelModule(Protocol):
     """What a backend module provides (one layer, one direction, one cell per call).
 
     ``states`` / ``dstates`` hold one array per entry of ``cell.states`` ([B,Hp] for h,
-    [B,H] for c); w_hr is None without projection, lengths None for a dense batch. Optional
+    [B,H] for c); w_hr is None without projection, lengths None for a dense batch; ``norms``
+    the LayerNorm cells' gains and shifts in ``cell.norms`` order (empty for other cells). Optional
     module attributes: ``RELEASES_GIL`` (calls may run on several threads at once) and
     ``DEVICE_ARRAYS`` (GPU arrays are taken without a copy).
     """
@@ -66,14 +74,14 @@ class KernelModule(Protocol):
     def available(self) -> tuple[bool, str]: ...
 
     def forward(self, cell: Cell, x: Any, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any,
-                states: tuple, w_hr: Any, lengths: np.ndarray | None, reverse: bool,
-                training: bool) -> tuple[Any, tuple, Any]:
+                states: tuple, w_hr: Any, norms: tuple, lengths: np.ndarray | None,
+                reverse: bool, training: bool) -> tuple[Any, tuple, Any]:
         """-> y [T,B,Hp], the final states, what backward needs (None unless training)."""
         ...
 
     def backward(self, cell: Cell, dy: Any, dstates: tuple, saved: Any) -> tuple:
         """-> dx, the initial states' gradients (a tuple), dw_ih, dw_hh, db_ih, db_hh, dw_hr
-        (the last three None where the forward had no bias / projection)."""
+        (None where the forward had no bias / projection), the norms' gradients (a tuple)."""
         ...
 
 
@@ -179,6 +187,7 @@ class Backend:
         c0: np.ndarray | None = None,
         *,
         w_hr: np.ndarray | None = None,
+        norms: tuple | None = None,
         lengths: Any = None,
         reverse: bool = False,
         training: bool = True,
@@ -227,6 +236,7 @@ class Backend:
         if b_ih is not None:
             b_ih = _array(b_ih, "b_ih", dtype, (G * H,), dev)
             b_hh = _array(b_hh, "b_hh", dtype, (G * H,), dev)
+        norms = self._norms(cell, norms, H, dtype, dev)
         if "c" not in cell.states and c0 is not None:
             raise ValueError(f"c0 is only defined for {_cells_with_state('c')}, not {cell.name}")
         given = {"h": h0, "c": c0}
@@ -239,7 +249,7 @@ class Backend:
         lengths = check_lengths(lengths, T, B)
         reverse, training = bool(reverse), bool(training)
         y, states_n, saved = self.module.forward(cell, x, w_ih, w_hh, b_ih, b_hh, tuple(states),
-                                                 w_hr, lengths, reverse, training)
+                                                 w_hr, norms, lengths, reverse, training)
         ctx = KernelContext(self.name, cell, (T, B, Hp), shapes, dtype, saved) if training \
             else None
         c_n = states_n[cell.states.index("c")] if "c" in cell.states else None
@@ -271,10 +281,27 @@ class Backend:
             np.zeros(shape, ctx.dtype) if given[state] is None
             else _array(given[state], f"d{state}_n", ctx.dtype, shape, dev)
             for state, shape in zip(cell.states, ctx.state_shapes, strict=True))
-        dx, dstates0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = self.module.backward(
+        dx, dstates0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dnorms = self.module.backward(
             cell, dy, dstates, ctx.saved)
         dc0 = dstates0[cell.states.index("c")] if "c" in cell.states else None
-        return Grads(dx, dstates0[0], dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr)
+        return Grads(dx, dstates0[0], dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, tuple(dnorms))
+
+    @staticmethod
+    def _norms(cell: Cell, norms: Any, H: int, dtype: np.dtype, dev: bool) -> tuple:
+        """`norms` checked against ``cell.norms``: a tuple of [width*H] arrays."""
+        if not cell.norms:
+            if norms:
+                raise ValueError(f"norms (LayerNorm gains) are only defined for "
+                                 f"{' or '.join(c.name for c in cells.CELLS.values() if c.norms)}"
+                                 f", not {cell.name}")
+            return ()
+        names = [name for name, _ in cell.norms]
+        if not isinstance(norms, (tuple, list)) or len(norms) != len(names):
+            raise ValueError(f"norms must be a tuple of {len(names)} arrays ({', '.join(names)})"
+                             f" for {cell.name}, got {type(norms).__name__}"
+                             + (f" of {len(norms)}" if isinstance(norms, (tuple, list)) else ""))
+        return tuple(_array(value, name, dtype, (width * H,), dev)
+                     for value, (name, width) in zip(norms, cell.norms, strict=True))
 
 
 def _cells_with_state(state: str) -> str:

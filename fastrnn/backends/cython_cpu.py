@@ -19,7 +19,7 @@ from .host import HostProducts
 RELEASES_GIL = True
 
 try:
-    from .._kernels import gru, lstm, rnn, seq
+    from .._kernels import gru, ln_gru, ln_lstm, lstm, rnn, seq
 except ImportError as exc:  # not built: reported by available()
     _missing: ImportError | None = exc
 else:
@@ -50,7 +50,8 @@ if _missing is None:
     # 6.7 ms with B=8 in two parts; Elman RNN T=100 B=64 H=256 training 58 -> 44 ms in parts.
     _packed = seq.step_product()[0]
     driver = Driver({name: TimeLoop(m.forward, m.backward)
-                     for name, m in (("rnn", rnn), ("lstm", lstm), ("gru", gru))},
+                     for name, m in (("rnn", rnn), ("lstm", lstm), ("gru", gru),
+                                     ("ln_lstm", ln_lstm), ("ln_gru", ln_gru))},
                     HostProducts(seq.project, seq.matmul_nn, seq.matmul_tn, seq.column_sums),
                     min_part_rows=4 if _packed else 8, min_part_columns=0 if _packed else 384)
     forward, backward = driver.forward, driver.backward

@@ -14,24 +14,29 @@ spec:
 2. allocate y, the state entering each step and the cell's saved buffers from the spec (one
    time slot each in inference, which every step overwrites);
 3. project the inputs of all steps with one GEMM, biases folded in (GRU's b_hh stays in the
-   loop: ``Cell.split_recurrent``), over the (step, row) pairs the sequences own;
+   loop: ``Cell.split_recurrent``), over the (step, row) pairs the sequences own; LayerNorm
+   cells normalise the projection's rows there too (``Products.layer_norm``, gain ln_ih);
 4. run the cell's time loop;
 5. after the backward loop: dx, dw_ih, dw_hh (and LSTM's dw_hr) as whole-sequence GEMMs, the
-   bias gradients as column sums; the parts' weight gradients summed.
+   bias gradients as column sums, LayerNorm gains and shifts as column sums over their saved
+   normalised rows (``Cell.norm_sites``); the parts' weight gradients summed.
 
 The time loops, with the same signature for every cell (arguments a cell does not use are
 ``Products.absent``)::
 
-    forward(xw, w_hh, b_rec, w_hr, h, c, steps, reverse, training, relu, y, h_prev, buffers)
-    backward(dy, dh, dc, w_hh, w_hr, steps, reverse, relu, h_prev, buffers,
-             dg_in, dg_rec, dh_out)
+    forward(xw, w_hh, b_rec, w_hr, norms, h, c, steps, reverse, training, relu, y, h_prev,
+            buffers)
+    backward(dy, dh, dc, w_hh, w_hr, norms, steps, reverse, relu, h_prev, buffers,
+             dg_in, dg_rec, dh_out, grads)
 
 xw [T,B,G] holds x @ w_ih^T + biases of every step; h [B,Hp] and c [B,H] enter as the initial
 states and leave as the final ones (dh, dc likewise in backward); ``steps`` says which rows run
 at each step (``Products.steps``); ``buffers`` are the cell's saved buffers in the order of
 ``Cell.saved``; dg_in / dg_rec [T,B,G] receive the gradients of the input-side and
 recurrent-side pre-activations (one array unless ``Cell.split_recurrent``); dh_out [T,B,Hp]
-the gradient reaching each step's output (cells with a projection).
+the gradient reaching each step's output (cells with a projection). LayerNorm cells take
+``norms``, their gains and shifts after ln_ih (``Cell.norms[1:]``; other cells get an empty
+tuple), and write the buffers of ``Cell.loop_grads`` into ``grads``.
 """
 
 from __future__ import annotations
@@ -112,6 +117,15 @@ class Products(Protocol):
         """a * b elementwise, [T,B,N] (either may be a view of a wider buffer)."""
         ...
 
+    def layer_norm(self, a: Any, gain: Any, shift: Any) -> tuple[Any, Any, Any]:
+        """Each row of a [T,B,N] normalised (:data:`~fastrnn.cells.LAYER_NORM_EPS`):
+        (gain * hat + shift (shift None: none), hat [T,B,N], 1/std [T,B,1])."""
+        ...
+
+    def layer_norm_backward(self, d_out: Any, gain: Any, hat: Any, rstd: Any) -> Any:
+        """The gradient of :meth:`layer_norm`'s input from that of its output: [T,B,N]."""
+        ...
+
 
 @dataclass
 class _Part:
@@ -122,6 +136,10 @@ class _Part:
     steps: Any
     h_prev: Any
     buffers: tuple
+    #: LayerNorm cells: the normalised input projection and its rows' 1/std, over the
+    #: (step, row) pairs the sequences own (as _param_grads reads them); else None
+    x_hat: Any = None
+    x_rstd: Any = None
 
 
 @dataclass
@@ -134,6 +152,7 @@ class _Saved:
     w_ih: Any
     w_hh: Any
     w_hr: Any
+    norms: tuple
     has_bias: bool
     reverse: bool
 
@@ -169,21 +188,33 @@ class Driver:
             return [one(0)]
         return parallel.run([lambda p=p: one(p) for p in range(parts)])
 
-    def _project(self, cell: Cell, x, w_ih, b_ih, b_hh, active: np.ndarray):
+    def _project(self, cell: Cell, x, w_ih, b_ih, b_hh, norms: tuple, active: np.ndarray):
         """x @ w_ih^T + the biases that fold, for the (step, row) pairs the sequences own
-        (padding stays 0): [T,B,G]."""
+        (padding stays 0): [T,B,G]; LayerNorm cells normalise it first (gain norms[0]).
+        Returns it, and for LayerNorm cells the normalised rows and their 1/std over the
+        pairs the sequences own (else None, None)."""
         P = self.products
         biases = () if b_ih is None else (b_ih,) if cell.split_recurrent else (b_ih, b_hh)
         T, B, I = x.shape
         rows = _valid_rows(active, B) if P.splits_batch else None
-        if rows is None:
-            return P.project(x, w_ih, biases)
-        xw = np.zeros((T * B, w_ih.shape[0]), x.dtype)
-        xw[rows] = P.project(x.reshape(T * B, I)[rows][None], w_ih, biases)[0]
-        return xw.reshape(T, B, -1)
+        own = x if rows is None else x.reshape(T * B, I)[rows][None]
+        hat = rstd = None
+        if norms:
+            shift = None if not biases else biases[0] if len(biases) == 1 else \
+                biases[0] + biases[1]
+            xw, hat, rstd = P.layer_norm(P.project(own, w_ih, ()), norms[0], shift)
+        else:
+            xw = P.project(own, w_ih, biases)
+        if rows is not None:
+            full = np.zeros((T * B, w_ih.shape[0]), x.dtype)
+            full[rows] = xw[0]
+            xw = full.reshape(T, B, -1)
+        return xw, hat, rstd
 
-    def _param_grads(self, cell: Cell, saved: _Saved, part: _Part, dg_in, dg_rec, dh_out):
-        """One part's dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr (None without a projection):
+    def _param_grads(self, cell: Cell, saved: _Saved, part: _Part, dg_in, dg_rec, dh_out,
+                     grads: tuple):
+        """One part's dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr (None without a projection) and
+        the gradients of the LayerNorm gains and shifts (a tuple, in ``cell.norms`` order):
         whole-sequence GEMMs over the (step, row) pairs the sequences own, so padding costs
         nothing here (and buffers are read only where the loops wrote them)."""
         P = self.products
@@ -195,36 +226,51 @@ class Driver:
 
         g_in = own(dg_in)
         g_rec = g_in if dg_rec is dg_in else own(dg_rec)
-        dx_own = P.matmul_nn(g_in, saved.w_ih)
+        named = {name: own(buf) for (name, _), buf in zip(cell.saved, part.buffers,
+                                                          strict=True)}
+        named.update({name: own(buf) for (name, _), buf in zip(cell.loop_grads, grads,
+                                                               strict=True)})
+        named["dg_rec"] = g_rec
+        dnorms: dict[str, Any] = {}
+        g_proj = g_in  # the gradient of x @ w_ih^T
+        if cell.norms:
+            dnorms[cell.norms[0][0]] = P.column_sums(P.multiply(g_in, part.x_hat))
+            g_proj = P.layer_norm_backward(g_in, saved.norms[0], part.x_hat, part.x_rstd)
+            for site in cell.norm_sites:
+                d_post = named[site.grad]
+                dnorms[site.gain] = P.column_sums(P.multiply(d_post, named[site.hat]))
+                if site.shift is not None:
+                    dnorms[site.shift] = P.column_sums(d_post)
+        dx_own = P.matmul_nn(g_proj, saved.w_ih)
         if rows is None:
             dx = dx_own
         else:
             dx = np.zeros((T * B, I), dg_in.dtype)
             dx[rows] = dx_own[0]
             dx = dx.reshape(T, B, I)
-        dw_ih = P.matmul_tn(g_in, own(part.x))
-        dw_hh = P.matmul_tn(g_rec, own(part.h_prev))
+        dw_ih = P.matmul_tn(g_proj, own(part.x))
+        dw_hh = P.matmul_tn(named.get("d_hw", g_rec), own(part.h_prev))
         db_ih = db_hh = None
         if saved.has_bias:
             db_ih = P.column_sums(g_in)
             db_hh = P.copy(db_ih) if g_rec is g_in else P.column_sums(g_rec)
         dw_hr = None
         if saved.w_hr is not None:
-            named = {name: own(buf) for (name, _), buf in zip(cell.saved, part.buffers,
-                                                              strict=True)}
             H = dg_in.shape[2] // cell.gates
             dw_hr = P.matmul_tn(own(dh_out), P.multiply(*cell.projected_output(named, H)))
-        return dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr
+        return (dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr,
+                tuple(dnorms[name] for name, _ in cell.norms))
 
     # ------------------------------------------------------------------ the contract
 
-    def forward(self, cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states: tuple, w_hr, lengths,
-                reverse: bool, training: bool):
+    def forward(self, cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states: tuple, w_hr,
+                norms: tuple, lengths, reverse: bool, training: bool):
         P = self.products
         loop = self.loops[cell.loop]
         host = P.is_host(x)
         x, w_ih, w_hh, b_ih, b_hh, w_hr = map(P.asarray, (x, w_ih, w_hh, b_ih, b_hh, w_hr))
         states = [P.asarray(s) for s in states]
+        norms = tuple(P.asarray(n) for n in norms)
         T, B, _ = x.shape
         G, Hp = w_hh.shape
         H, dtype = G // cell.gates, x.dtype
@@ -247,11 +293,13 @@ class Driver:
             # What a step saves is read back only for the (step, row) pairs that ran: no fill
             # (a memset of every buffer, 0.5 ms of a 15 ms LSTM training step).
             h_prev = P.empty((slots, rows, Hp), dtype)
-            buffers = tuple(P.empty((slots, rows, width * H), dtype) for _, width in cell.saved)
-            xw = self._project(cell, xp, w_ih, b_ih, b_hh, plan.active[p])
-            loop.forward(xw, w_hh, b_rec, w_hr_arg, own[0], c, steps, reverse, training,
-                         cell.relu, y, h_prev, buffers)
-            return y, own, _Part(xp, plan.active[p], steps, h_prev, buffers)
+            buffers = tuple(P.empty((slots, rows, cell.width(width, H)), dtype)
+                            for _, width in cell.saved)
+            xw, x_hat, x_rstd = self._project(cell, xp, w_ih, b_ih, b_hh, norms,
+                                              plan.active[p])
+            loop.forward(xw, w_hh, b_rec, w_hr_arg, norms[1:], own[0], c, steps, reverse,
+                         training, cell.relu, y, h_prev, buffers)
+            return y, own, _Part(xp, plan.active[p], steps, h_prev, buffers, x_hat, x_rstd)
 
         results = self._run(parts, one)
         y = plan.scatter([r[0] for r in results], 1)
@@ -259,7 +307,7 @@ class Driver:
                          for i in range(len(states)))
         saved = None
         if training:
-            saved = _Saved(plan, [r[2] for r in results], host, w_ih, w_hh, w_hr,
+            saved = _Saved(plan, [r[2] for r in results], host, w_ih, w_hh, w_hr, norms,
                            b_ih is not None, reverse)
         return P.output(y, host), states_n, saved
 
@@ -283,18 +331,23 @@ class Driver:
             dg_in = P.empty((T, rows, G), dtype)
             dg_rec = P.empty((T, rows, G), dtype) if cell.split_recurrent else dg_in
             dh_out = P.zeros((T, rows, Hp), dtype) if cell.projection else P.absent(dtype, 3)
-            loop.backward(dyp, own[0], dc, saved.w_hh, w_hr_arg, part.steps, saved.reverse,
-                          cell.relu, part.h_prev, part.buffers, dg_in, dg_rec, dh_out)
-            return self._param_grads(cell, saved, part, dg_in, dg_rec, dh_out), own
+            grads = tuple(P.empty((T, rows, width * (G // cell.gates)), dtype)
+                          for _, width in cell.loop_grads)
+            loop.backward(dyp, own[0], dc, saved.w_hh, w_hr_arg, saved.norms[1:], part.steps,
+                          saved.reverse, cell.relu, part.h_prev, part.buffers, dg_in, dg_rec,
+                          dh_out, grads)
+            return self._param_grads(cell, saved, part, dg_in, dg_rec, dh_out, grads), own
 
         results = self._run(plan.parts, one)
         dx = plan.scatter([r[0][0] for r in results], 1)
         dstates0 = tuple(P.output(plan.scatter([r[1][i] for r in results], 0), saved.host)
                          for i in range(len(dstates)))
-        weights = []
-        for i in range(1, 6):  # dw_ih, dw_hh, db_ih, db_hh, dw_hr
-            first = results[0][0][i]
-            total = first if first is None or len(results) == 1 else \
-                sum(r[0][i] for r in results[1:]) + first
-            weights.append(P.output(total, saved.host))
-        return (P.output(dx, saved.host), dstates0, *weights)
+
+        def total(values: list):  # the parts' sums of one weight's gradient
+            first = values[0]
+            out = first if first is None or len(values) == 1 else sum(values[1:]) + first
+            return P.output(out, saved.host)
+
+        weights = [total([r[0][i] for r in results]) for i in range(1, 6)]  # dw_ih ... dw_hr
+        dnorms = tuple(total([r[0][6][k] for r in results]) for k in range(len(cell.norms)))
+        return (P.output(dx, saved.host), dstates0, *weights, dnorms)

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..cells import LAYER_NORM_EPS
+
 
 class HostProducts:
     """:class:`~fastrnn.backends.driver.Products` on NumPy arrays, over a backend's compiled
@@ -61,3 +63,27 @@ class HostProducts:
 
     def multiply(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a * b
+
+    def layer_norm(self, a: np.ndarray, gain: np.ndarray, shift: np.ndarray | None):
+        """(gain * hat + shift, hat, 1/std) of each row of a [T,B,N]; hat overwrites `a`
+        (the projection it normalises is not needed again)."""
+        a -= a.mean(axis=2, keepdims=True, dtype=a.dtype)
+        rstd = np.mean(a * a, axis=2, keepdims=True, dtype=a.dtype)
+        rstd += a.dtype.type(LAYER_NORM_EPS)
+        np.sqrt(rstd, out=rstd)
+        np.reciprocal(rstd, out=rstd)
+        a *= rstd
+        out = a * gain
+        if shift is not None:
+            out += shift
+        return out, a, rstd
+
+    def layer_norm_backward(self, d_out: np.ndarray, gain: np.ndarray, hat: np.ndarray,
+                            rstd: np.ndarray) -> np.ndarray:
+        d_hat = d_out * gain
+        mean_d = d_hat.mean(axis=2, keepdims=True, dtype=d_hat.dtype)
+        mean_dh = np.mean(d_hat * hat, axis=2, keepdims=True, dtype=d_hat.dtype)
+        d_hat -= mean_d
+        d_hat -= hat * mean_dh
+        d_hat *= rstd
+        return d_hat

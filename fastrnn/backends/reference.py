@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit as sigmoid  # overflow-free in float32 and float64
 
-from ..cells import Cell
+from ..cells import LAYER_NORM_EPS, Cell
 
 
 def available() -> tuple[bool, str]:
@@ -102,8 +102,8 @@ def _parameter_grads(
 # --------------------------------------------------------------------------------------------
 
 
-def rnn_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, lengths, reverse,
-                training):
+def rnn_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, norms, lengths,
+                reverse, training):
     """Returns y[T,B,H], (h_n[B,H],), ctx (None when not training)."""
     (h0,) = states
     T, B, _ = x.shape
@@ -131,7 +131,7 @@ def rnn_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, lengths, re
 
 
 def rnn_backward(cell: Cell, dy, dstates, ctx: _Saved):
-    """Returns dx, (dh0,), dw_ih, dw_hh, db_ih, db_hh (None without bias), None."""
+    """Returns dx, (dh0,), dw_ih, dw_hh, db_ih, db_hh (None without bias), None, ()."""
     (dh_n,) = dstates
     T = dy.shape[0]
     dpre = np.zeros((T, *dh_n.shape), dtype=dy.dtype)
@@ -141,7 +141,7 @@ def rnn_backward(cell: Cell, dy, dstates, ctx: _Saved):
         dpre[t] = np.where(valid, (dh + dy[t]) * ctx.act[t], 0)
         dh = np.where(valid, dpre[t] @ ctx.w_hh, dh)
     dx, dw_ih, dw_hh, db_ih, db_hh = _parameter_grads(ctx, dpre, dpre)
-    return dx, (dh,), dw_ih, dw_hh, db_ih, db_hh, None
+    return dx, (dh,), dw_ih, dw_hh, db_ih, db_hh, None, ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,8 +149,8 @@ def rnn_backward(cell: Cell, dy, dstates, ctx: _Saved):
 # --------------------------------------------------------------------------------------------
 
 
-def lstm_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, lengths, reverse,
-                 training):
+def lstm_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, norms, lengths,
+                 reverse, training):
     """Returns y[T,B,Hp], (h_n[B,Hp], c_n[B,H]), ctx (None when not training)."""
     h0, c0 = states
     T, B, _ = x.shape
@@ -188,7 +188,8 @@ def lstm_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, lengths, r
 
 
 def lstm_backward(cell: Cell, dy, dstates, ctx: _Saved):
-    """Returns dx, (dh0, dc0), dw_ih, dw_hh, db_ih, db_hh, dw_hr (None without projection)."""
+    """Returns dx, (dh0, dc0), dw_ih, dw_hh, db_ih, db_hh, dw_hr (None without projection),
+    ()."""
     dh_n, dc_n = dstates
     T = dy.shape[0]
     H = ctx.c_prev.shape[2]
@@ -214,7 +215,7 @@ def lstm_backward(cell: Cell, dy, dstates, ctx: _Saved):
     if ctx.w_hr is not None:
         out = ctx.act[:, :, 3 * H:] * ctx.tanh_c  # o * tanh(c), [T,B,H]
         dw_hr = dh_out.reshape(-1, dh_out.shape[2]).T @ out.reshape(-1, H)
-    return dx, (dh, dc), dw_ih, dw_hh, db_ih, db_hh, dw_hr
+    return dx, (dh, dc), dw_ih, dw_hh, db_ih, db_hh, dw_hr, ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,8 +224,8 @@ def lstm_backward(cell: Cell, dy, dstates, ctx: _Saved):
 # --------------------------------------------------------------------------------------------
 
 
-def gru_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, lengths, reverse,
-                training):
+def gru_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, norms, lengths,
+                reverse, training):
     """Returns y[T,B,H], (h_n[B,H],), ctx (None when not training)."""
     (h0,) = states
     T, B, _ = x.shape
@@ -256,7 +257,7 @@ def gru_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, lengths, re
 
 
 def gru_backward(cell: Cell, dy, dstates, ctx: _Saved):
-    """Returns dx, (dh0,), dw_ih, dw_hh, db_ih, db_hh (None without bias), None."""
+    """Returns dx, (dh0,), dw_ih, dw_hh, db_ih, db_hh (None without bias), None, ()."""
     (dh_n,) = dstates
     T = dy.shape[0]
     H = dh_n.shape[1]
@@ -274,7 +275,198 @@ def gru_backward(cell: Cell, dy, dstates, ctx: _Saved):
         dg_rec[t] = np.where(valid, np.concatenate([dr, dz, dn * r], axis=1), 0)
         dh = np.where(valid, dh_new * z + dg_rec[t] @ ctx.w_hh, dh)
     dx, dw_ih, dw_hh, db_ih, db_hh = _parameter_grads(ctx, dg_in, dg_rec)
-    return dx, (dh,), dw_ih, dw_hh, db_ih, db_hh, None
+    return dx, (dh,), dw_ih, dw_hh, db_ih, db_hh, None, ()
+
+
+# --------------------------------------------------------------------------------------------
+# LayerNorm cells (Ba et al. 2016). norm(v) = (v - mean(v)) / sqrt(var(v) + 1e-5) over each
+# row's features (biased variance); its backward, for d = dL/d norm(v) and s = 1/std:
+# dL/dv = s * (d - mean(d) - norm(v) * mean(d * norm(v))).
+# --------------------------------------------------------------------------------------------
+
+
+def _layer_norm(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(norm(v), 1/std) over the last axis: [..., N] and [..., 1]."""
+    centred = v - v.mean(axis=-1, keepdims=True)
+    rstd = 1 / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + LAYER_NORM_EPS)
+    return centred * rstd, rstd
+
+
+def _layer_norm_backward(d_hat: np.ndarray, hat: np.ndarray, rstd: np.ndarray) -> np.ndarray:
+    """dL/dv from dL/d norm(v), norm(v) and 1/std (as returned by :func:`_layer_norm`)."""
+    return rstd * (d_hat - d_hat.mean(axis=-1, keepdims=True)
+                   - hat * (d_hat * hat).mean(axis=-1, keepdims=True))
+
+
+@dataclass
+class _NormSaved:
+    """What a LayerNorm cell's backward needs besides :class:`_Saved`."""
+
+    base: _Saved
+    norms: tuple  # the gains and shifts, in cell.norms order
+    x_hat: np.ndarray  # norm(x W_ih^T), [T,B,G*H]
+    x_rstd: np.ndarray  # [T,B,1]
+    hw_hat: np.ndarray  # norm(h W_hh^T), [T,B,G*H]
+    hw_rstd: np.ndarray  # [T,B,1]
+    c_hat: np.ndarray | None = None  # LSTM: norm(c'), [T,B,H]
+    c_rstd: np.ndarray | None = None  # LSTM: [T,B,1]
+
+
+def _norm_input_grads(ctx: _NormSaved, d_in: np.ndarray, d_rec_raw: np.ndarray):
+    """dx, dw_ih, dw_hh and ln_ih's gradient from the gradients of the normalised input side
+    (d_in, [T,B,G*H]) and of the raw recurrent product (d_rec_raw)."""
+    base = ctx.base
+    d_ln_ih = (d_in * ctx.x_hat).sum(axis=(0, 1))
+    d_xw = _layer_norm_backward(d_in * ctx.norms[0], ctx.x_hat, ctx.x_rstd)
+    T, B, I = base.x.shape
+    GH = d_in.shape[2]
+    dx = d_xw @ base.w_ih
+    dw_ih = d_xw.reshape(T * B, GH).T @ base.x.reshape(T * B, I)
+    dw_hh = d_rec_raw.reshape(T * B, GH).T @ base.h_prev.reshape(T * B, -1)
+    return dx, dw_ih, dw_hh, d_ln_ih
+
+
+def ln_lstm_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, norms, lengths,
+                    reverse, training):
+    """a = g_ih norm(x W_ih^T) + g_hh norm(h W_hh^T) + b_ih + b_hh (gates i, f, g, o);
+    c' = f c + i g; h' = o tanh(g_c norm(c') + b_c). Returns y[T,B,H], (h_n, c_n), ctx."""
+    g_ih, g_hh, g_c, b_c = norms
+    h0, c0 = states
+    T, B, _ = x.shape
+    H = w_hh.shape[0] // 4
+    valid = _step_mask(lengths, T, B)
+    x_hat, x_rstd = _layer_norm(x @ w_ih.T)
+    xa = g_ih * x_hat
+    if b_ih is not None:
+        xa += b_ih + b_hh
+    y = np.zeros((T, B, H), dtype=x.dtype)
+    h_prev, c_prev, c_hat, tanh_c = (np.empty_like(y) for _ in range(4))
+    gates, hw_hat = np.empty((T, B, 4 * H), x.dtype), np.empty((T, B, 4 * H), x.dtype)
+    hw_rstd, c_rstd = np.empty((T, B, 1), x.dtype), np.empty((T, B, 1), x.dtype)
+    h, c = h0.copy(), c0.copy()
+    for t in _time_steps(T, reverse):
+        h_prev[t], c_prev[t] = h, c
+        hw_hat[t], hw_rstd[t] = _layer_norm(h @ w_hh.T)
+        pre = xa[t] + g_hh * hw_hat[t]
+        i = sigmoid(pre[:, :H])
+        f = sigmoid(pre[:, H:2 * H])
+        g = np.tanh(pre[:, 2 * H:3 * H])
+        o = sigmoid(pre[:, 3 * H:])
+        c_new = f * c + i * g
+        c_hat[t], c_rstd[t] = _layer_norm(c_new)
+        tanh_c[t] = np.tanh(g_c * c_hat[t] + b_c)
+        h_new = o * tanh_c[t]
+        gates[t] = np.concatenate([i, f, g, o], axis=1)
+        y[t] = np.where(valid[t], h_new, 0)
+        h = np.where(valid[t], h_new, h)
+        c = np.where(valid[t], c_new, c)
+    if not training:
+        return y, (h, c), None
+    base = _Saved(x, w_ih, w_hh, b_ih is not None, reverse, valid, h_prev, gates,
+                  c_prev=c_prev, tanh_c=tanh_c)
+    return y, (h, c), _NormSaved(base, norms, x_hat, x_rstd, hw_hat, hw_rstd, c_hat, c_rstd)
+
+
+def ln_lstm_backward(cell: Cell, dy, dstates, ctx: _NormSaved):
+    """Returns dx, (dh0, dc0), dw_ih, dw_hh, db_ih, db_hh, None, (d g_ih, d g_hh, d g_c,
+    d b_c)."""
+    base = ctx.base
+    g_ih, g_hh, g_c, b_c = ctx.norms
+    dh_n, dc_n = dstates
+    T = dy.shape[0]
+    H = dh_n.shape[1]
+    d_a = np.zeros_like(base.act)  # d(pre-activations)
+    d_hw = np.zeros_like(base.act)  # d(h W_hh^T)
+    d_cn = np.zeros_like(dy)  # d(g_c norm(c') + b_c)
+    dh, dc = dh_n.copy(), dc_n.copy()
+    for t in reversed(_time_steps(T, base.reverse)):
+        valid = base.valid[t]
+        i, f, g, o = (base.act[t, :, k * H:(k + 1) * H] for k in range(4))
+        tc = base.tanh_c[t]
+        d_out = dh + dy[t]
+        d_cn[t] = np.where(valid, d_out * o * (1 - tc * tc), 0)
+        dc_new = dc + _layer_norm_backward(d_cn[t] * g_c, ctx.c_hat[t], ctx.c_rstd[t])
+        d_a[t] = np.where(valid, np.concatenate([
+            dc_new * g * i * (1 - i),
+            dc_new * base.c_prev[t] * f * (1 - f),
+            dc_new * i * (1 - g * g),
+            d_out * tc * o * (1 - o),
+        ], axis=1), 0)
+        d_hw[t] = _layer_norm_backward(d_a[t] * g_hh, ctx.hw_hat[t], ctx.hw_rstd[t])
+        dh = np.where(valid, d_hw[t] @ base.w_hh, dh)
+        dc = np.where(valid, dc_new * f, dc)
+    dx, dw_ih, dw_hh, d_g_ih = _norm_input_grads(ctx, d_a, d_hw)
+    dnorms = (d_g_ih, (d_a * ctx.hw_hat).sum(axis=(0, 1)),
+              (d_cn * ctx.c_hat).sum(axis=(0, 1)), d_cn.sum(axis=(0, 1)))
+    db = d_a.sum(axis=(0, 1)) if base.has_bias else None
+    return dx, (dh, dc), dw_ih, dw_hh, db, None if db is None else db.copy(), None, dnorms
+
+
+def ln_gru_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, norms, lengths,
+                   reverse, training):
+    """gi = g_ih norm(x W_ih^T) + b_ih; gh = g_hh norm(h W_hh^T) + b_hh; then PyTorch's GRU:
+    r, z = sigmoid(gi + gh); n = tanh(gi_n + r gh_n); h' = (1 - z) n + z h."""
+    g_ih, g_hh = norms
+    (h0,) = states
+    T, B, _ = x.shape
+    H = w_hh.shape[0] // 3
+    valid = _step_mask(lengths, T, B)
+    x_hat, x_rstd = _layer_norm(x @ w_ih.T)
+    gi = g_ih * x_hat
+    if b_ih is not None:
+        gi += b_ih
+    y = np.zeros((T, B, H), dtype=x.dtype)
+    h_prev, hw_n = np.empty_like(y), np.empty_like(y)
+    gates, hw_hat = np.empty((T, B, 3 * H), x.dtype), np.empty((T, B, 3 * H), x.dtype)
+    hw_rstd = np.empty((T, B, 1), x.dtype)
+    h = h0.copy()
+    for t in _time_steps(T, reverse):
+        h_prev[t] = h
+        hw_hat[t], hw_rstd[t] = _layer_norm(h @ w_hh.T)
+        gh = g_hh * hw_hat[t]
+        if b_hh is not None:
+            gh += b_hh
+        r = sigmoid(gi[t, :, :H] + gh[:, :H])
+        z = sigmoid(gi[t, :, H:2 * H] + gh[:, H:2 * H])
+        n = np.tanh(gi[t, :, 2 * H:] + r * gh[:, 2 * H:])
+        h_new = (1 - z) * n + z * h
+        gates[t] = np.concatenate([r, z, n], axis=1)
+        hw_n[t] = gh[:, 2 * H:]
+        y[t] = np.where(valid[t], h_new, 0)
+        h = np.where(valid[t], h_new, h)
+    if not training:
+        return y, (h,), None
+    base = _Saved(x, w_ih, w_hh, b_ih is not None, reverse, valid, h_prev, gates, hw_n=hw_n)
+    return y, (h,), _NormSaved(base, norms, x_hat, x_rstd, hw_hat, hw_rstd)
+
+
+def ln_gru_backward(cell: Cell, dy, dstates, ctx: _NormSaved):
+    """Returns dx, (dh0,), dw_ih, dw_hh, db_ih, db_hh, None, (d g_ih, d g_hh)."""
+    base = ctx.base
+    g_hh = ctx.norms[1]
+    (dh_n,) = dstates
+    T = dy.shape[0]
+    H = dh_n.shape[1]
+    d_gi = np.zeros_like(base.act)  # d(gi)
+    d_gh = np.zeros_like(base.act)  # d(gh)
+    d_hw = np.zeros_like(base.act)  # d(h W_hh^T)
+    dh = dh_n.copy()
+    for t in reversed(_time_steps(T, base.reverse)):
+        valid = base.valid[t]
+        r, z, n = (base.act[t, :, k * H:(k + 1) * H] for k in range(3))
+        dh_new = dh + dy[t]
+        dn = dh_new * (1 - z) * (1 - n * n)
+        dr = dn * base.hw_n[t] * r * (1 - r)
+        dz = dh_new * (base.h_prev[t] - n) * z * (1 - z)
+        d_gi[t] = np.where(valid, np.concatenate([dr, dz, dn], axis=1), 0)
+        d_gh[t] = np.where(valid, np.concatenate([dr, dz, dn * r], axis=1), 0)
+        d_hw[t] = _layer_norm_backward(d_gh[t] * g_hh, ctx.hw_hat[t], ctx.hw_rstd[t])
+        dh = np.where(valid, dh_new * z + d_hw[t] @ base.w_hh, dh)
+    dx, dw_ih, dw_hh, d_g_ih = _norm_input_grads(ctx, d_gi, d_hw)
+    dnorms = (d_g_ih, (d_gh * ctx.hw_hat).sum(axis=(0, 1)))
+    db_ih = d_gi.sum(axis=(0, 1)) if base.has_bias else None
+    db_hh = d_gh.sum(axis=(0, 1)) if base.has_bias else None
+    return dx, (dh,), dw_ih, dw_hh, db_ih, db_hh, None, dnorms
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,12 +475,14 @@ def gru_backward(cell: Cell, dy, dstates, ctx: _Saved):
 
 #: cell.loop -> (forward, backward)
 LOOPS = {"rnn": (rnn_forward, rnn_backward), "lstm": (lstm_forward, lstm_backward),
-         "gru": (gru_forward, gru_backward)}
+         "gru": (gru_forward, gru_backward), "ln_lstm": (ln_lstm_forward, ln_lstm_backward),
+         "ln_gru": (ln_gru_forward, ln_gru_backward)}
 
 
-def forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, lengths, reverse, training):
-    return LOOPS[cell.loop][0](cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, lengths, reverse,
-                               training)
+def forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, norms, lengths, reverse,
+            training):
+    return LOOPS[cell.loop][0](cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, norms, lengths,
+                               reverse, training)
 
 
 def backward(cell: Cell, dy, dstates, saved: _Saved):

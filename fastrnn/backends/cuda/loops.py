@@ -87,8 +87,8 @@ def _lstm_call(state, w_hh, w_hr):
             dtype.type(1))
 
 
-def lstm_forward(xw, w_hh, b_rec, w_hr, h, c, steps: Steps, reverse, training, relu, y,
-                 h_prev, buffers):
+def lstm_forward(xw, w_hh, b_rec, w_hr, norms, h, c, steps: Steps, reverse, training,
+                 relu, y, h_prev, buffers):
     cuda, k = _cuda()
     gates, c_prev, tanh_c = buffers
     B, Hp, G, H, dtype, project, proj, one = _lstm_call(h, w_hh, w_hr)
@@ -112,8 +112,8 @@ def lstm_forward(xw, w_hh, b_rec, w_hr, h, c, steps: Steps, reverse, training, r
     _step_loop(steps, h, step)
 
 
-def lstm_backward(dy, dh, dc, w_hh, w_hr, steps: Steps, reverse, relu, h_prev, buffers,
-                  dg_in, dg_rec, dh_out):
+def lstm_backward(dy, dh, dc, w_hh, w_hr, norms, steps: Steps, reverse, relu, h_prev,
+                  buffers, dg_in, dg_rec, dh_out, grads):
     cuda, k = _cuda()
     gates, c_prev, tanh_c = buffers
     B, Hp, G, H, dtype, project, proj, one = _lstm_call(dh, w_hh, w_hr)
@@ -143,8 +143,8 @@ def lstm_backward(dy, dh, dc, w_hh, w_hr, steps: Steps, reverse, relu, h_prev, b
 # ------------------------------------------------------------------------------ GRU
 
 
-def gru_forward(xw, w_hh, b_rec, w_hr, h, c, steps: Steps, reverse, training, relu, y,
-                h_prev, buffers):
+def gru_forward(xw, w_hh, b_rec, w_hr, norms, h, c, steps: Steps, reverse, training,
+                relu, y, h_prev, buffers):
     _, k = _cuda()
     gates, hw_n = buffers
     B, H = h.shape
@@ -166,8 +166,8 @@ def gru_forward(xw, w_hh, b_rec, w_hr, h, c, steps: Steps, reverse, training, re
     _step_loop(steps, h, step)
 
 
-def gru_backward(dy, dh, dc, w_hh, w_hr, steps: Steps, reverse, relu, h_prev, buffers,
-                 dg_in, dg_rec, dh_out):
+def gru_backward(dy, dh, dc, w_hh, w_hr, norms, steps: Steps, reverse, relu, h_prev,
+                 buffers, dg_in, dg_rec, dh_out, grads):
     cuda, k = _cuda()
     gates, hw_n = buffers
     B, H = dh.shape
@@ -194,8 +194,8 @@ def gru_backward(dy, dh, dc, w_hh, w_hr, steps: Steps, reverse, relu, h_prev, bu
 # ------------------------------------------------------------------------------ Elman RNN
 
 
-def rnn_forward(xw, w_hh, b_rec, w_hr, h, c, steps: Steps, reverse, training, relu, y,
-                h_prev, buffers):
+def rnn_forward(xw, w_hh, b_rec, w_hr, norms, h, c, steps: Steps, reverse, training,
+                relu, y, h_prev, buffers):
     _, k = _cuda()
     (h_new,) = buffers
     B, H = h.shape
@@ -216,8 +216,8 @@ def rnn_forward(xw, w_hh, b_rec, w_hr, h, c, steps: Steps, reverse, training, re
     _step_loop(steps, h, step)
 
 
-def rnn_backward(dy, dh, dc, w_hh, w_hr, steps: Steps, reverse, relu, h_prev, buffers,
-                 dg_in, dg_rec, dh_out):
+def rnn_backward(dy, dh, dc, w_hh, w_hr, norms, steps: Steps, reverse, relu, h_prev,
+                 buffers, dg_in, dg_rec, dh_out, grads):
     cuda, k = _cuda()
     (h_new,) = buffers
     B, H = dh.shape

@@ -120,6 +120,18 @@ def _one_like_overload(x):
     return lambda x: 1.0
 
 
+def cast_like(x, v):
+    """v (a Python number) in the type of scalar x, so float32 maths stays float32."""
+    return float(v)
+
+
+@overload(cast_like, inline="always")
+def _cast_like_overload(x, v):
+    if x == types.float32:
+        return lambda x, v: np.float32(v)
+    return lambda x, v: np.float64(v)
+
+
 def sigmoid(x):
     """1 / (1 + exp(-x)) as 0.5 + 0.5 tanh(x / 2): overflow-free and vectorisable."""
     return 0.5 + 0.5 * math.tanh(0.5 * x)

@@ -15,8 +15,9 @@ from ._common import jit, matmul_w, matmul_wt, one_like, sigmoid, tanh
 
 
 @jit
-def forward(xw, w_hh, b_rec, w_hr, h, c, active, reverse, training, relu, y, h_prev, buffers):
-    """Runs the layer; h [B,H] enters as h0 and leaves as h_n (w_hr, c, relu: unused)."""
+def forward(xw, w_hh, b_rec, w_hr, norms, h, c, active, reverse, training, relu, y, h_prev,
+            buffers):
+    """Runs the layer; h [B,H] enters as h0 and leaves as h_n (w_hr, norms, c, relu: unused)."""
     T, B, G = xw.shape
     H = G // 3
     gates, hw_n = buffers
@@ -46,8 +47,8 @@ def forward(xw, w_hh, b_rec, w_hr, h, c, active, reverse, training, relu, y, h_p
 
 
 @jit
-def backward(dy, dh, dc, w_hh, w_hr, active, reverse, relu, h_prev, buffers, dg_in, dg_rec,
-             dh_out):
+def backward(dy, dh, dc, w_hh, w_hr, norms, active, reverse, relu, h_prev, buffers, dg_in,
+             dg_rec, dh_out, grads):
     """BPTT of :func:`forward`; dh enters as dh_n and leaves as dh0.
 
     Writes dg_in / dg_rec [T,B,3H], the gradients of the input-side and recurrent-side

@@ -13,9 +13,10 @@ from ._common import jit, matmul_w, matmul_wt, one_like, sigmoid, tanh
 
 
 @jit
-def forward(xw, w_hh, b_rec, w_hr, h, c, active, reverse, training, relu, y, h_prev, buffers):
-    """Runs the layer; h [B,Hp] and c [B,H] enter as h0, c0, leave as h_n, c_n (b_rec, relu:
-    unused)."""
+def forward(xw, w_hh, b_rec, w_hr, norms, h, c, active, reverse, training, relu, y, h_prev,
+            buffers):
+    """Runs the layer; h [B,Hp] and c [B,H] enter as h0, c0, leave as h_n, c_n (b_rec, norms,
+    relu: unused)."""
     T, B, G = xw.shape
     gates, c_prev, tanh_c = buffers
     H = G // 4
@@ -55,8 +56,8 @@ def forward(xw, w_hh, b_rec, w_hr, h, c, active, reverse, training, relu, y, h_p
 
 
 @jit
-def backward(dy, dh, dc, w_hh, w_hr, active, reverse, relu, h_prev, buffers, dg_in, dg_rec,
-             dh_out):
+def backward(dy, dh, dc, w_hh, w_hr, norms, active, reverse, relu, h_prev, buffers, dg_in,
+             dg_rec, dh_out, grads):
     """BPTT of :func:`forward`; dh, dc enter as dh_n, dc_n, leave as dh0, dc0.
 
     Writes dg_in [T,B,4H] (= dg_rec: the gradient of the pre-activations; untouched where

@@ -13,8 +13,9 @@ from ._common import jit, matmul_w, matmul_wt, one_like, tanh
 
 
 @jit
-def forward(xw, w_hh, b_rec, w_hr, h, c, active, reverse, training, relu, y, h_prev, buffers):
-    """Runs the layer; h [B,H] enters as h0 and leaves as h_n (b_rec, w_hr, c: unused)."""
+def forward(xw, w_hh, b_rec, w_hr, norms, h, c, active, reverse, training, relu, y, h_prev,
+            buffers):
+    """Runs the layer; h [B,H] enters as h0 and leaves as h_n (b_rec, w_hr, norms, c: unused)."""
     T, B, H = xw.shape
     (h_new,) = buffers
     zero = one_like(h[0, 0]) * 0
@@ -38,10 +39,11 @@ def forward(xw, w_hh, b_rec, w_hr, h, c, active, reverse, training, relu, y, h_p
 
 
 @jit
-def backward(dy, dh, dc, w_hh, w_hr, active, reverse, relu, h_prev, buffers, dg_in, dg_rec,
-             dh_out):
+def backward(dy, dh, dc, w_hh, w_hr, norms, active, reverse, relu, h_prev, buffers, dg_in,
+             dg_rec, dh_out, grads):
     """BPTT of :func:`forward`; dh enters as dh_n and leaves as dh0. Writes dg_in [T,B,H]
-    (= dg_rec), the gradient of the pre-activations (dc, w_hr, h_prev, dh_out: unused)."""
+    (= dg_rec), the gradient of the pre-activations (dc, w_hr, norms, h_prev, dh_out, grads:
+    unused)."""
     T, B, H = dy.shape
     (h_new,) = buffers
     one = one_like(dy[0, 0, 0])
