@@ -1,4 +1,5 @@
-"""fastrnn: fused, compiled RNN / LSTM / GRU kernels with a readable NumPy reference.
+"""fastrnn: fused, compiled RNN / LSTM / GRU (and LayerNorm LSTM / GRU) kernels with a
+readable NumPy reference.
 
 Quick use::
 
@@ -9,7 +10,8 @@ Quick use::
 """
 
 from . import backends
-from .rnn import GRU, LSTM, RNN, RNNBase
+from .rnn import GRU, LSTM, RNN, LayerNormGRU, LayerNormLSTM, RNNBase
 
 __version__ = "0.1.0"
-__all__ = ["GRU", "LSTM", "RNN", "RNNBase", "backends", "__version__"]
+__all__ = ["GRU", "LSTM", "RNN", "LayerNormGRU", "LayerNormLSTM", "RNNBase", "backends",
+           "__version__"]

@@ -54,7 +54,7 @@ class Cell:
     #: torch.nn's class name and the extra constructor arguments that select this cell
     torch_class: str
     torch_args: tuple[tuple[str, Any], ...] = ()
-    #: torch.nn.RNNBase's ``mode`` string
+    #: torch.nn.RNNBase's ``mode`` string (fastrnn.torch's class name for cells torch lacks)
     torch_mode: str = ""
     #: Elman's activation: True for relu, False for tanh (other cells ignore it)
     relu: bool = False
@@ -74,6 +74,10 @@ class Cell:
     #: "d_hw" (LayerNorm cells) is the gradient of the raw product h @ w_hh^T, which dw_hh
     #: then takes instead of dg_rec
     loop_grads: tuple[tuple[str, int], ...] = ()
+
+    def initial_norm(self, arg: str) -> float:
+        """A LayerNorm parameter's initial value: 0 for a shift, 1 for a gain."""
+        return 0.0 if any(site.shift == arg for site in self.norm_sites) else 1.0
 
     @staticmethod
     def width(spec: int | tuple[int, int], H: int) -> int:
@@ -137,7 +141,7 @@ CELLS: dict[str, Cell] = {cell.name: cell for cell in (
     # step, norm(h W_hh^T), norm(c'), tanh(g_c norm(c') + b_c) and the two rows' 1/std.
     Cell("layernorm_lstm", "ln_lstm", 4, ("h", "c"),
          (("gates", 4), ("c_prev", 1), ("hw_hat", 4), ("c_hat", 1), ("tanh_c", 1),
-          ("rstd", (0, 2))), "LayerNormLSTM",
+          ("rstd", (0, 2))), "LayerNormLSTM", torch_mode="LayerNormLSTM",
          norms=(("ln_ih", 4), ("ln_hh", 4), ("ln_c_w", 1), ("ln_c_b", 1)),
          norm_sites=(NormSite("ln_hh", None, "hw_hat", "dg_rec"),
                      NormSite("ln_c_w", "ln_c_b", "c_hat", "d_cn")),
@@ -146,7 +150,7 @@ CELLS: dict[str, Cell] = {cell.name: cell for cell in (
     # PyTorch's GRU on gi, gh. Saves the gates, gh's n block, norm(h W_hh^T) and its 1/std.
     Cell("layernorm_gru", "ln_gru", 3, ("h",),
          (("gates", 3), ("hw_n", 1), ("hw_hat", 3), ("rstd", (0, 1))), "LayerNormGRU",
-         split_recurrent=True, norms=(("ln_ih", 3), ("ln_hh", 3)),
+         torch_mode="LayerNormGRU", split_recurrent=True, norms=(("ln_ih", 3), ("ln_hh", 3)),
          norm_sites=(NormSite("ln_hh", None, "hw_hat", "dg_rec"),),
          loop_grads=(("d_hw", 3),)),
 )}
@@ -167,6 +171,6 @@ def get(cell: str | Cell) -> Cell:
 def by_torch_mode(mode: str) -> Cell:
     """The cell of a torch.nn.RNNBase ``mode`` ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")."""
     for cell in CELLS.values():
-        if mode and cell.torch_mode == mode:
+        if cell.torch_mode == mode:
             return cell
     raise ValueError(f"unknown mode {mode!r}; modes: {[c.torch_mode for c in CELLS.values()]}")

@@ -1,4 +1,5 @@
-"""NumPy modules over the layer stack: :class:`RNN`, :class:`LSTM`, :class:`GRU`.
+"""NumPy modules over the layer stack: :class:`RNN`, :class:`LSTM`, :class:`GRU`,
+:class:`LayerNormLSTM`, :class:`LayerNormGRU`.
 
 They take torch.nn's constructor arguments and return torch.nn's shapes, but work on NumPy
 arrays and run any registered kernel backend. A module owns its parameters, gradients and
@@ -44,7 +45,7 @@ def stack_spec(cell: str, input_size: int, hidden_size: int, num_layers: int = 1
     num_layers = _positive_int(num_layers, "num_layers")
     proj_size = _positive_int(proj_size, "proj_size", minimum=0)
     if proj_size and not spec.projection:
-        raise ValueError(f"proj_size is only supported by LSTM, not {spec.name}")
+        raise ValueError(f"proj_size is only supported by lstm, not {spec.name}")
     if proj_size >= hidden_size:
         raise ValueError(f"proj_size must be smaller than hidden_size ({hidden_size}), "
                          f"got {proj_size}")
@@ -108,10 +109,16 @@ class RNNBase:
     # ---------------------------------------------------------------- parameters
 
     def _init_parameters(self) -> None:
-        """torch's init: every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))."""
+        """torch's init: every weight and bias ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size));
+        LayerNorm gains 1 and shifts 0."""
         bound = 1.0 / np.sqrt(self.hidden_size)
+        norms = self.spec.norm_parameters()
         for name, shape in self.spec.parameters():
-            self.params[name] = self._rng.uniform(-bound, bound, size=shape).astype(self.dtype)
+            if name in norms:
+                self.params[name] = np.full(shape, norms[name], self.dtype)
+            else:
+                self.params[name] = self._rng.uniform(-bound, bound, size=shape).astype(
+                    self.dtype)
 
     def reset_parameters(self, seed: int | None = None) -> None:
         """Draw every parameter again (in place, so references stay live)."""
@@ -348,3 +355,49 @@ class GRU(RNNBase):
                  seed: int | None = None):
         super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, dtype=dtype, backend=backend, seed=seed)
+
+
+class LayerNormLSTM(RNNBase):
+    """LayerNorm LSTM (Ba et al. 2016) with torch.nn.LSTM's arguments but no proj_size.
+
+    Per step, with norm(v) = (v - mean(v)) / sqrt(var(v) + 1e-5) over each row's features::
+
+        a = g_ih * norm(x W_ih^T) + g_hh * norm(h W_hh^T) + b_ih + b_hh   (gates i, f, g, o)
+        c' = sigmoid(f) * c + sigmoid(i) * tanh(g)
+        h' = sigmoid(o) * tanh(g_c * norm(c') + b_c)
+
+    Parameters per layer k: torch.nn.LSTM's plus ``ln_ih_weight_l{k}`` / ``ln_hh_weight_l{k}``
+    [4H] (g_ih, g_hh) and ``ln_c_weight_l{k}`` / ``ln_c_bias_l{k}`` [H] (g_c, b_c); gains
+    start at 1 and shifts at 0. The carried state c is un-normalised. forward returns y,
+    (h, c).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, *, dtype: Any = np.float32, backend: str | None = None,
+                 seed: int | None = None):
+        super().__init__("layernorm_lstm", input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, proj_size, dtype=dtype,
+                         backend=backend, seed=seed)  # proj_size != 0: a clear error
+
+
+class LayerNormGRU(RNNBase):
+    """LayerNorm GRU: torch.nn.GRU with its two products normalised (no cuDNN equivalent).
+
+    Per step, norm as in :class:`LayerNormLSTM`, gates r, z, n::
+
+        gi = g_ih * norm(x W_ih^T) + b_ih;  gh = g_hh * norm(h W_hh^T) + b_hh
+        r = sigmoid(gi_r + gh_r);  z = sigmoid(gi_z + gh_z);  n = tanh(gi_n + r * gh_n)
+        h' = (1 - z) * n + z * h
+
+    Parameters per layer k: torch.nn.GRU's plus ``ln_ih_weight_l{k}`` / ``ln_hh_weight_l{k}``
+    [3H] (g_ih, g_hh), starting at 1.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 *, dtype: Any = np.float32, backend: str | None = None,
+                 seed: int | None = None):
+        super().__init__("layernorm_gru", input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, dtype=dtype, backend=backend,
+                         seed=seed)

@@ -92,6 +92,14 @@ class StackSpec:
                 for direction in range(self.num_directions)
                 for entry in self.layer_parameters(layer, direction).values()]
 
+    def norm_parameters(self) -> dict[str, float]:
+        """Name -> initial value of every LayerNorm gain (1) and shift (0); empty for cells
+        without LayerNorm."""
+        return {name: self.cell.initial_norm(arg) for layer in range(self.num_layers)
+                for direction in range(self.num_directions)
+                for arg, (name, _) in self.layer_parameters(layer, direction).items()
+                if arg in dict(self.cell.norms)}
+
 
 @dataclass
 class Tape:
@@ -136,7 +144,8 @@ def forward(spec: StackSpec, params: Mapping[str, Any], x: Any, states: tuple,
             return backend.forward(
                 cell, ops.to_backend(layer_input), p["w_ih"], p["w_hh"], p.get("b_ih"),
                 p.get("b_hh"), *(ops.to_backend(s[k]) for s in states), w_hr=p.get("w_hr"),
-                lengths=lengths, reverse=direction == 1, training=save)
+                norms=tuple(p[arg] for arg, _ in cell.norms), lengths=lengths,
+                reverse=direction == 1, training=save)
 
         results = _per_direction(backend, D, run)
         ys = []
@@ -185,7 +194,7 @@ def backward(tape: Tape, dy: Any, dstates: tuple) -> tuple[Any, tuple, dict[str,
             for i, initial in enumerate((g.dh0, g.dc0)[:len(dstates)]):
                 dstates0[i][k] = ops.from_backend(initial)
             for arg, (name, _) in spec.layer_parameters(layer, direction).items():
-                grads[name] = ops.from_backend(getattr(g, "d" + arg))
+                grads[name] = ops.from_backend(g.of(arg, spec.cell))
         d_out = d_in
     return d_out, dstates0, grads
 

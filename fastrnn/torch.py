@@ -1,4 +1,5 @@
-"""Drop-in torch.nn.LSTM / GRU / RNN that train on fastrnn's kernels.
+"""Drop-in torch.nn.LSTM / GRU / RNN that train on fastrnn's kernels, and the LayerNorm LSTM
+and GRU that torch.nn lacks, as modules of the same kind.
 
 ``fastrnn.torch.LSTM(...)`` takes torch.nn.LSTM's arguments (plus ``backend=``), registers the
 same parameters under the same names with the same initialisation, accepts every input
@@ -23,7 +24,7 @@ from torch.nn.utils.rnn import PackedSequence
 from . import backends, cells, stack
 from .rnn import stack_spec
 
-__all__ = ["GRU", "LSTM", "RNN", "RNNBase", "patch"]
+__all__ = ["GRU", "LSTM", "RNN", "LayerNormGRU", "LayerNormLSTM", "RNNBase", "patch"]
 
 _TORCH_CLASSES = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU, "RNN": torch.nn.RNN}
 
@@ -207,10 +208,16 @@ class RNNBase(torch.nn.Module):
 
     def reset_parameters(self) -> None:
         """torch.nn's init: U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), torch's RNG, in
-        registration order, so a seeded torch.nn module and this one start identical."""
+        registration order, so a seeded torch.nn module and this one start identical;
+        LayerNorm gains 1 and shifts 0."""
         stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for weight in self.parameters():
-            torch.nn.init.uniform_(weight, -stdv, stdv)
+        norms = self._spec.norm_parameters()
+        with torch.no_grad():
+            for name, weight in self.named_parameters():
+                if name in norms:
+                    weight.fill_(norms[name])
+                else:
+                    torch.nn.init.uniform_(weight, -stdv, stdv)
 
     def flatten_parameters(self) -> None:
         """A no-op: fastrnn's kernels read the parameters where they are."""
@@ -314,7 +321,11 @@ class RNNBase(torch.nn.Module):
             c_n = c_n.squeeze(1) if c_n.numel() else c_n
         elif self.batch_first:
             y = y.transpose(0, 1)
-        return y, ((h_n, c_n) if self.mode == "LSTM" else h_n)
+        return y, ((h_n, c_n) if self._has_cell_state else h_n)
+
+    @property
+    def _has_cell_state(self) -> bool:
+        return "c" in self._spec.cell.states
 
     @staticmethod
     def _check_tensor(t: torch.Tensor, name: str, dtype: torch.dtype,
@@ -331,13 +342,13 @@ class RNNBase(torch.nn.Module):
         D = self._spec.num_directions
         shape_h = (self.num_layers * D, B, self.proj_size or self.hidden_size)
         shape_c = (self.num_layers * D, B, self.hidden_size)
-        is_lstm = self.mode == "LSTM"
+        is_lstm = self._has_cell_state
         if hx is None:
             return (torch.zeros(shape_h, dtype=dtype, device=device),
                     torch.zeros(shape_c, dtype=dtype, device=device) if is_lstm
                     else torch.empty(0, dtype=dtype, device=device))
         if is_lstm != isinstance(hx, tuple):
-            raise TypeError("LSTM expects hx as a tuple (h_0, c_0)" if is_lstm
+            raise TypeError(f"{type(self).__name__} expects hx as a tuple (h_0, c_0)" if is_lstm
                             else f"{type(self).__name__} expects hx as a Tensor, not a tuple")
         parts = hx if is_lstm else (hx,)
         out = []
@@ -392,6 +403,32 @@ class RNN(RNNBase):
         self.nonlinearity = nonlinearity
         super().__init__("RNN_" + nonlinearity.upper(), input_size, hidden_size, num_layers,
                          bias, batch_first, dropout, bidirectional, 0, device, dtype,
+                         backend=backend)
+
+
+class LayerNormLSTM(RNNBase):
+    """The LayerNorm LSTM of :class:`fastrnn.LayerNormLSTM` (its equations and parameters) as a
+    torch module: torch.nn.LSTM's arguments, inputs and outputs (proj_size must stay 0)."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, proj_size: int = 0, device: Any = None,
+                 dtype: Any = None, *, backend: str | None = None):
+        super().__init__("LayerNormLSTM", input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, proj_size, device, dtype,
+                         backend=backend)
+
+
+class LayerNormGRU(RNNBase):
+    """The LayerNorm GRU of :class:`fastrnn.LayerNormGRU` (its equations and parameters) as a
+    torch module: torch.nn.GRU's arguments, inputs and outputs."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, device: Any = None, dtype: Any = None, *,
+                 backend: str | None = None):
+        super().__init__("LayerNormGRU", input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, 0, device, dtype,
                          backend=backend)
 
 

@@ -125,3 +125,11 @@ def test_torch_adapter_runs_on_it():
     for a, b in zip(*results, strict=True):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-10,
                                    atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["layernorm_lstm", "layernorm_gru"])
+def test_layernorm_cells_are_refused_clearly(cell):
+    """No CUDA LayerNorm loops yet: a clear error naming the backends that have them."""
+    pb = make_problem(cell, T=2, B=1, I=2, H=3)
+    with pytest.raises(NotImplementedError, match="no layernorm_.* kernels yet.*cython"):
+        backends.get("cuda").forward(*pb.args(), **pb.kwargs())

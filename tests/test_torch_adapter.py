@@ -292,7 +292,7 @@ DDP_SCRIPT = textwrap.dedent("""
 
     def model():
         torch.manual_seed(0)
-        return torch.nn.Sequential(ft.GRU(3, 8, batch_first=True), )
+        return torch.nn.Sequential(getattr(ft, sys.argv[3])(3, 8, batch_first=True), )
 
     def data():
         g = torch.Generator().manual_seed(1)
@@ -343,7 +343,8 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_distributed_data_parallel_two_processes(tmp_path):
+@pytest.mark.parametrize("module", ["GRU", "LayerNormLSTM"])
+def test_distributed_data_parallel_two_processes(tmp_path, module):
     """gloo on 127.0.0.1: ranks stay identical and equal one process on the whole batch."""
     import socket
 
@@ -352,7 +353,8 @@ def test_distributed_data_parallel_two_processes(tmp_path):
         port = s.getsockname()[1]
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
-    done = subprocess.run([sys.executable, str(script), str(port), str(tmp_path / "p.pt")],
+    done = subprocess.run([sys.executable, str(script), str(port), str(tmp_path / "p.pt"),
+                           module],
                           capture_output=True, text=True, timeout=240,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]

@@ -66,7 +66,8 @@ class KernelModule(Protocol):
 
     ``states`` / ``dstates`` hold one array per entry of ``cell.states`` ([B,Hp] for h,
     [B,H] for c); w_hr is None without projection, lengths None for a dense batch; ``norms``
-    the LayerNorm cells' gains and shifts in ``cell.norms`` order (empty for other cells). Optional
+    the LayerNorm cells' gains and shifts in ``cell.norms`` order (empty for other cells).
+    A module without every cell says which it runs with ``supports(cell) -> bool``. Optional
     module attributes: ``RELEASES_GIL`` (calls may run on several threads at once) and
     ``DEVICE_ARRAYS`` (GPU arrays are taken without a copy).
     """
@@ -198,6 +199,9 @@ class Backend:
         projection), else H. Returns :class:`Forward`; its ctx is None unless ``training``.
         """
         cell = cells.get(cell)
+        if not getattr(self.module, "supports", lambda _: True)(cell):
+            raise NotImplementedError(f"backend {self.name!r} has no {cell.name} kernels yet; "
+                                      "the CPU backends (reference, numba, cython) have them")
         dev = self.device_arrays
         x_shape = _shape(x) if dev or isinstance(x, np.ndarray) else None
         if x_shape is None or len(x_shape) != 3:

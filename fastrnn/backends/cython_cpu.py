@@ -54,4 +54,4 @@ if _missing is None:
                                      ("ln_lstm", ln_lstm), ("ln_gru", ln_gru))},
                     HostProducts(seq.project, seq.matmul_nn, seq.matmul_tn, seq.column_sums),
                     min_part_rows=4 if _packed else 8, min_part_columns=0 if _packed else 384)
-    forward, backward = driver.forward, driver.backward
+    forward, backward, supports = driver.forward, driver.backward, driver.supports

@@ -180,6 +180,10 @@ class Driver:
         #: slower, where one multi-threaded OpenBLAS call beats two single-threaded ones.
         self.min_part_columns = min_part_columns
 
+    def supports(self, cell: Cell) -> bool:
+        """Whether this backend has the cell's time loops."""
+        return cell.loop in self.loops
+
     # ------------------------------------------------------------------ helpers
 
     def _run(self, parts: int, one: Callable[[int], Any]) -> list:

@@ -20,7 +20,7 @@ from . import loops
 from .loops import MAX_THREADS, SHARED_BYTES, Steps, persistent_launch
 
 __all__ = ["DEVICE_ARRAYS", "MAX_THREADS", "SHARED_BYTES", "DeviceProducts", "available",
-           "backward", "driver", "forward", "persistent_launch"]
+           "backward", "driver", "forward", "persistent_launch", "supports"]
 
 #: Accepts device arrays (the kernel contract checks them by their interface, no copy).
 DEVICE_ARRAYS = True
@@ -147,4 +147,4 @@ class DeviceProducts:
 driver = Driver({name: TimeLoop(getattr(loops, f"{name}_forward"),
                                 getattr(loops, f"{name}_backward"))
                  for name in ("rnn", "lstm", "gru")}, DeviceProducts())
-forward, backward = driver.forward, driver.backward
+forward, backward, supports = driver.forward, driver.backward, driver.supports

@@ -28,4 +28,4 @@ driver = Driver(
                           ("ln_gru", ln_gru))},
     HostProducts(_common.project, _common.matmul_nn, _common.matmul_tn, _common.column_sums),
 )
-forward, backward = driver.forward, driver.backward
+forward, backward, supports = driver.forward, driver.backward, driver.supports

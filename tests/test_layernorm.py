@@ -1,0 +1,241 @@
+"""The LayerNorm LSTM and GRU above the kernels: the NumPy modules, the model API, and
+fastrnn.torch's modules against the cells' equations written in torch autograd here.
+
+The kernels themselves (every backend vs the reference, the reference vs finite differences)
+are tested with every other cell in test_conformance.py and test_reference_gradcheck.py.
+Tolerance against the autograd equations: float64, rtol 1e-8 (atol 1e-10).
+"""
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import backends, nn, optim
+
+BACKENDS = [name for name, (ok, _) in backends.available().items() if ok]
+
+
+# ---------------------------------------------------------------- NumPy modules
+
+
+@pytest.mark.parametrize("cls,G,extra", [(fastrnn.LayerNormLSTM, 4, ("ln_c_weight", "ln_c_bias")),
+                                         (fastrnn.LayerNormGRU, 3, ())])
+def test_parameters_names_shapes_and_initial_values(cls, G, extra):
+    m = cls(3, 5, num_layers=2, bidirectional=True, seed=0)
+    H = 5
+    for k in ("l0", "l1_reverse"):
+        assert m.params[f"weight_ih_{k}"].shape[0] == G * H
+        assert np.all(m.params[f"ln_ih_weight_{k}"] == 1)
+        assert m.params[f"ln_hh_weight_{k}"].shape == (G * H,)
+        assert np.all(m.params[f"ln_hh_weight_{k}"] == 1)
+        for name in extra:
+            assert m.params[f"{name}_{k}"].shape == (H,)
+        if extra:
+            assert np.all(m.params[f"ln_c_bias_{k}"] == 0)
+            assert np.all(m.params[f"ln_c_weight_{k}"] == 1)
+    assert np.ptp(m.params["weight_hh_l0"]) > 0  # the weights are drawn, not constant
+    names = list(m.state_dict())
+    assert names[:5] == ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0",
+                         "ln_ih_weight_l0"]
+    nobias = cls(3, 5, bias=False, seed=0)
+    assert not any(n.startswith("bias_") for n in nobias.params)
+    assert "ln_ih_weight_l0" in nobias.params
+
+
+def test_projection_is_refused_clearly():
+    with pytest.raises(ValueError, match="proj_size is only supported by lstm, not "
+                                         "layernorm_lstm"):
+        fastrnn.LayerNormLSTM(3, 5, proj_size=2)
+
+
+def test_gains_and_shifts_act():
+    """A gain of 0 on every LayerNorm silences the input (LSTM: h = o * tanh(b_c))."""
+    m = fastrnn.LayerNormLSTM(3, 4, seed=1, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))
+    y1, _ = m(x)
+    m.params["ln_ih_weight_l0"][:] = 0
+    m.params["ln_hh_weight_l0"][:] = 0
+    m.params["ln_c_weight_l0"][:] = 0
+    y2, _ = m(x)
+    assert not np.allclose(y1, y2)
+    o = 1 / (1 + np.exp(-(m.params["bias_ih_l0"] + m.params["bias_hh_l0"])[12:]))
+    np.testing.assert_allclose(y2, np.broadcast_to(o * np.tanh(0.0), y2.shape), atol=1e-15)
+    m.params["ln_c_bias_l0"][:] = 0.5
+    y3, _ = m(x)
+    np.testing.assert_allclose(y3, np.broadcast_to(o * np.tanh(0.5), y3.shape), rtol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["layernorm_lstm", "layernorm_gru"])
+def test_model_api_recurrent_learns(cell):
+    """nn.Recurrent with a LayerNorm cell fits a small regression (loss falls 5x)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 10, 3)).astype(np.float32)
+    target = np.cumsum(x[:, :, :1], axis=1) / 3  # a running sum: needs the recurrence
+    model = nn.Sequential(nn.Recurrent(cell, 3, 16, seed=0), nn.Linear(16, 1, seed=0))
+    loss_fn = nn.MSELoss()
+    opt = optim.Adam(model, lr=0.01)
+    losses = []
+    for _ in range(150):
+        out = model(x)
+        losses.append(loss_fn(out, target))
+        model.zero_grad()
+        model.backward(loss_fn.backward())
+        opt.step()
+    assert losses[-1] < losses[0] / 5, (losses[0], losses[-1])
+
+
+# ---------------------------------------------------------------- fastrnn.torch
+
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _ln(v):
+    return F.layer_norm(v, v.shape[-1:], eps=1e-5)
+
+
+def _step(kind, p, k, x, h, c):
+    """One step of the cell's equations (README / docstrings), in plain torch."""
+    gi = p[f"ln_ih_weight_{k}"] * _ln(x @ p[f"weight_ih_{k}"].T)
+    gh = p[f"ln_hh_weight_{k}"] * _ln(h @ p[f"weight_hh_{k}"].T)
+    if f"bias_ih_{k}" in p:
+        gi, gh = gi + p[f"bias_ih_{k}"], gh + p[f"bias_hh_{k}"]
+    if kind == "LayerNormLSTM":
+        i, f, g, o = (gi + gh).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(p[f"ln_c_weight_{k}"] * _ln(c) + p[f"ln_c_bias_{k}"])
+        return h, c
+    (ir, iz, i_n), (hr, hz, hn) = gi.chunk(3, -1), gh.chunk(3, -1)
+    r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+    n = torch.tanh(i_n + r * hn)
+    return (1 - z) * n + z * h, c
+
+
+def autograd_stack(kind, p, L, D, x, lengths, h0, c0):
+    """The stack over time-major x [T,B,I] with each sequence's own length: y [T,B,D*H]
+    (0 beyond a length), h_n and c_n [L*D,B,H]."""
+    T, B, _ = x.shape
+    ys, hs, cs = [], [], []
+    for b in range(B):
+        seq, hb, cb = x[:lengths[b], b], [], []
+        for layer in range(L):
+            outs = []
+            for d in range(D):
+                k = f"l{layer}" + ("_reverse" if d else "")
+                h, c = h0[layer * D + d, b:b + 1], c0[layer * D + d, b:b + 1]
+                out = [None] * lengths[b]
+                order = range(lengths[b] - 1, -1, -1) if d else range(lengths[b])
+                for t in order:
+                    h, c = _step(kind, p, k, seq[t:t + 1], h, c)
+                    out[t] = h
+                outs.append(torch.cat(out))
+                hb.append(h)
+                cb.append(c)
+            seq = torch.cat(outs, 1)
+        pad = seq.new_zeros(T - lengths[b], seq.shape[1])
+        ys.append(torch.cat([seq, pad]))
+        hs.append(torch.cat(hb))
+        cs.append(torch.cat(cb))
+    return torch.stack(ys, 1), torch.stack(hs, 1), torch.stack(cs, 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", range(8))
+def test_fastrnn_torch_equals_the_equations_in_autograd(backend, seed):
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    import fastrnn.torch as ft
+
+    rng = np.random.default_rng(seed)
+    kind = ("LayerNormLSTM", "LayerNormGRU")[seed % 2]
+    L, D = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    I, H, T, B = (int(v) for v in rng.integers(1, 6, 4))
+    H += 1
+    bias, batch_first = bool(seed % 3), bool(seed % 4 < 2)
+    form = ("dense", "packed", "unbatched")[seed % 3]
+    torch.manual_seed(seed)
+    m = getattr(ft, kind)(I, H, num_layers=L, bias=bias, batch_first=batch_first,
+                          bidirectional=D == 2, dtype=torch.float64, backend=backend)
+    with torch.no_grad():  # gains and shifts away from 1 and 0
+        for name, w in m.named_parameters():
+            if name.startswith("ln_"):
+                w.add_(torch.rand(w.shape, dtype=torch.float64) - 0.5)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, B, I, generator=g, dtype=torch.float64)
+    h0 = torch.randn(L * D, B, H, generator=g, dtype=torch.float64)
+    c0 = torch.randn(L * D, B, H, generator=g, dtype=torch.float64)
+    lengths = [T] * B
+    if form == "packed":
+        lengths = [T] + [int(v) for v in rng.integers(1, T + 1, B - 1)]
+    if form == "unbatched":
+        B, lengths = 1, [T]
+        x, h0, c0 = x[:, :1], h0[:, :1], c0[:, :1]
+    leaves = [t.clone().requires_grad_() for t in (x, h0, c0)]
+    params = {n: w.detach().clone().requires_grad_() for n, w in m.named_parameters()}
+    y_ref, h_ref, c_ref = autograd_stack(kind, params, L, D, *leaves[:1], lengths, *leaves[1:])
+    w_y = torch.randn(y_ref.shape, generator=g, dtype=torch.float64)
+    w_h = torch.randn(h_ref.shape, generator=g, dtype=torch.float64)
+    w_c = torch.randn(c_ref.shape, generator=g, dtype=torch.float64)
+    lstm = kind == "LayerNormLSTM"
+    loss = (y_ref * w_y).sum() + (h_ref * w_h).sum() + lstm * (c_ref * w_c).sum()
+    loss.backward()
+
+    ours = [t.clone().requires_grad_() for t in (x, h0, c0)]
+    xi = ours[0]
+    if batch_first:
+        xi = xi.transpose(0, 1)
+    hx = (ours[1], ours[2]) if lstm else ours[1]
+    if form == "unbatched":
+        xi = ours[0][:, 0]
+        hx = (ours[1][:, 0], ours[2][:, 0]) if lstm else ours[1][:, 0]
+    if form == "packed":
+        xi = pack_padded_sequence(xi, torch.tensor(lengths), batch_first=batch_first,
+                                  enforce_sorted=False)
+    y, state = m(xi, hx)
+    if form == "packed":
+        from torch.nn.utils.rnn import pad_packed_sequence
+
+        y, _ = pad_packed_sequence(y, batch_first=batch_first, total_length=T)
+    if batch_first and form != "unbatched":
+        y = y.transpose(0, 1)
+    h_n, c_n = state if lstm else (state, None)
+    if form == "unbatched":
+        y, h_n = y[:, None], h_n[:, None]
+        c_n = c_n[:, None] if lstm else None
+    loss2 = (y * w_y).sum() + (h_n * w_h).sum() + (lstm and (c_n * w_c).sum() or 0)
+    loss2.backward()
+
+    def close(a, b, what):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-8,
+                                   atol=1e-10, err_msg=f"{kind} {form} {what}")
+
+    close(y, y_ref, "y")
+    close(h_n, h_ref, "h_n")
+    if lstm:
+        close(c_n, c_ref, "c_n")
+    for name, leaf, ref in zip(("x", "h0", "c0")[:2 + lstm], ours, leaves, strict=False):
+        close(leaf.grad, ref.grad, f"d{name}")
+    for name, w in m.named_parameters():
+        close(w.grad, params[name].grad, f"d{name}")
+
+
+def test_fastrnn_torch_layernorm_refuses_projection_and_trains():
+    import fastrnn.torch as ft
+
+    with pytest.raises(ValueError, match="proj_size"):
+        ft.LayerNormLSTM(3, 5, proj_size=2)
+    torch.manual_seed(0)
+    rnn, head = ft.LayerNormGRU(2, 12, batch_first=True), torch.nn.Linear(12, 1)
+    opt = torch.optim.Adam([*rnn.parameters(), *head.parameters()], lr=0.02)
+    x = torch.randn(16, 8, 2)
+    target = x[:, :, :1].cumsum(1) / 3
+    losses = []
+    for _ in range(100):
+        opt.zero_grad()
+        loss = ((head(rnn(x)[0]) - target) ** 2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0] / 5
+    assert repr(rnn).startswith("LayerNormGRU(2, 12, batch_first=True")
