@@ -29,6 +29,9 @@ from .atomic import save_figure, write_bytes
 from .rnn import RNNBase
 
 CELLS = ("rnn_tanh", "lstm", "gru")
+#: with --layernorm: each LayerNorm cell beside its plain cell (torch's side of a LayerNorm
+#: case is the per-step composition users write, :mod:`fastrnn.composed`)
+LAYERNORM_CELLS = ("lstm", "layernorm_lstm", "gru", "layernorm_gru")
 #: name -> (T, B, I, H); "packed" is a ragged batch (lengths 10..100, see :func:`lengths_of`):
 #: torch runs it as a PackedSequence, fastrnn with ``lengths``.
 SHAPES = {
@@ -137,9 +140,11 @@ def _torch_runner(case: Case, x: np.ndarray, dy: np.ndarray, backend: str):
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     T, B, I, H = case.dims
     cell = cells.get(case.cell)
-    m = getattr(source, cell.torch_class)(I, H, **dict(cell.torch_args)).to(device)
     tx, tdy = torch.from_numpy(x).to(device), torch.from_numpy(dy).to(device)
     lengths = case.lengths
+    if cell.norms and source is torch.nn:  # torch has none: the per-step composition
+        return _composed_runner(case, tx, tdy, device, sync)
+    m = getattr(source, cell.torch_class)(I, H, **dict(cell.torch_args)).to(device)
 
     def inputs():
         if lengths is None:
@@ -165,6 +170,32 @@ def _torch_runner(case: Case, x: np.ndarray, dy: np.ndarray, backend: str):
     def step():
         y, _ = m(inputs())
         output(y).backward(tdy)
+        sync()
+
+    return step
+
+
+def _composed_runner(case: Case, tx, tdy, device: str, sync: Callable[[], None]):
+    """torch's side of a LayerNorm case: the cell composed per step under autograd
+    (:mod:`fastrnn.composed`), as users write it."""
+    import torch
+
+    from .composed import ComposedLayerNorm
+
+    T, B, I, H = case.dims
+    m = ComposedLayerNorm(I, H, lstm="c" in cells.get(case.cell).states).to(device)
+    lengths = None if case.lengths is None else torch.from_numpy(case.lengths).to(device)
+    if case.mode == "inference":
+        def infer():
+            with torch.no_grad():
+                m(tx, lengths)
+            sync()
+
+        return infer
+    tx.requires_grad_(True)
+
+    def step():
+        m(tx, lengths)[0].backward(tdy)
         sync()
 
     return step
@@ -262,6 +293,16 @@ def bench_backends() -> list[str]:
     return names
 
 
+def runs(case: Case, name: str) -> bool:
+    """Whether `name` has kernels for the case's cell (the CUDA backend has no LayerNorm
+    cells yet)."""
+    kernel = "cuda" if name == "fastrnn.torch-cuda" else name
+    if kernel in TORCH_RUNNERS:
+        return True
+    return bool(getattr(backends.get(kernel).module, "supports", lambda _: True)(
+        cells.get(case.cell)))
+
+
 def run(cases: Iterable[Case], names: list[str] | None = None, min_time: float = 0.5,
         progress: Callable[[str], None] | None = None, warmup: float = 0.2) -> list[Result]:
     """Measure every case on every backend, interleaved (:func:`measure_interleaved`);
@@ -271,8 +312,8 @@ def run(cases: Iterable[Case], names: list[str] | None = None, min_time: float =
     for case in cases:
         if progress:
             progress(f"{case.cell} {case.shape} {case.mode}")
-        timed = measure_interleaved({name: make_runner(case, name) for name in names},
-                                    min_time=min_time, warmup=warmup)
+        timed = measure_interleaved({name: make_runner(case, name) for name in names
+                                     if runs(case, name)}, min_time=min_time, warmup=warmup)
         row = {name: Result(case.cell, case.shape, case.mode, name, seconds * 1e3,
                             case.flops / seconds / 1e9, reruns=reruns)
                for name, (seconds, reruns) in timed.items()}
@@ -297,7 +338,8 @@ def format_table(results: list[Result]) -> str:
     when any were."""
     gpu = any(r.vs_cudnn for r in results)
     rerun = any(r.reruns for r in results)
-    header = (f"{'cell':<9}{'shape':<10}{'mode':<10}{'backend':<19}{'ms':>10}"
+    w = max([9, *(len(r.cell) + 1 for r in results)])  # the cell column
+    header = (f"{'cell':<{w}}{'shape':<10}{'mode':<10}{'backend':<19}{'ms':>10}"
               f"{'GFLOP/s':>9}{'vs ref':>8}{'vs torch':>9}" + (f"{'vs cuDNN':>9}" if gpu else "")
               + (f"{'re-run':>8}" if rerun else ""))
     lines = [header, "-" * len(header)]
@@ -305,7 +347,7 @@ def format_table(results: list[Result]) -> str:
         vs_ref = f"{r.vs_reference:.1f}x" if r.vs_reference else "-"
         vs_torch = f"{r.vs_torch:.2f}x" if r.vs_torch else "-"
         vs_cudnn = (f"{r.vs_cudnn:.2f}x" if r.vs_cudnn else "-") if gpu else ""
-        lines.append(f"{r.cell:<9}{r.shape:<10}{r.mode:<10}{r.backend:<19}"
+        lines.append(f"{r.cell:<{w}}{r.shape:<10}{r.mode:<10}{r.backend:<19}"
                      f"{r.median_ms:>10.3f}{r.gflops:>9.1f}{vs_ref:>8}{vs_torch:>9}"
                      + (f"{vs_cudnn:>9}" if gpu else "") + (f"{r.reruns:>8}" if rerun else ""))
     return "\n".join(lines)

@@ -32,7 +32,8 @@ def _bench(args: argparse.Namespace) -> int:
     shapes = args.shapes
     if shapes is None:  # --quick leaves out the slow shapes unless they are asked for
         shapes = [s for s in bench.SHAPES if not (args.quick and s in bench.SLOW_SHAPES)]
-    cases = bench.grid(args.cells, shapes, args.modes)
+    chosen = args.cells or (bench.LAYERNORM_CELLS if args.layernorm else bench.CELLS)
+    cases = bench.grid(chosen, shapes, args.modes)
     blas = ", ".join(f"{lib['internal_api']} {lib['architecture']} x{lib['num_threads']}"
                      for lib in info["blas"])
     cpu = info["cpu"]
@@ -167,11 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(run=_info)
 
-    from .bench import CELLS, MODES, SHAPES
+    from .bench import MODES, SHAPES
 
     bench = sub.add_parser("bench", help="time every backend against the reference and torch")
     bench.add_argument("--cells", nargs="+", choices=list(cells.CELLS),
-                       default=list(CELLS))
+                       help="default: rnn_tanh lstm gru (--layernorm: lstm layernorm_lstm gru "
+                            "layernorm_gru)")
+    bench.add_argument("--layernorm", action="store_true",
+                       help="the LayerNorm cells beside their plain cells; torch's side is the "
+                            "cell composed per step under autograd (fastrnn/composed.py)")
     bench.add_argument("--shapes", nargs="+", choices=list(SHAPES),
                        help="streaming (T=200,B=1,I=32,H=64), small (100,8,64,128), "
                             "medium (50,32,128,128), "
