@@ -239,3 +239,24 @@ def test_fastrnn_torch_layernorm_refuses_projection_and_trains():
         losses.append(float(loss.detach()))
     assert losses[-1] < losses[0] / 5
     assert repr(rnn).startswith("LayerNormGRU(2, 12, batch_first=True")
+
+
+@pytest.mark.parametrize("kind", ["LayerNormLSTM", "LayerNormGRU"])
+def test_the_benchmarks_torch_composition_computes_the_same_cell(kind):
+    """fastrnn.composed (torch's side of `fastrnn bench --layernorm`) equals fastrnn.torch's
+    module on its state_dict, ragged lengths included: the benchmark compares like with like."""
+    import fastrnn.torch as ft
+    from fastrnn.composed import ComposedLayerNorm
+
+    torch.manual_seed(0)
+    ours = getattr(ft, kind)(3, 5, dtype=torch.float64)
+    composed = ComposedLayerNorm(3, 5, lstm=kind == "LayerNormLSTM").double()
+    composed.load_state_dict(ours.state_dict())
+    x = torch.randn(6, 4, 3, dtype=torch.float64)
+    lengths = torch.tensor([6, 2, 4, 1])
+    y_ref, _ = composed(x, lengths)
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    y, _ = ours(pack_padded_sequence(x, lengths, enforce_sorted=False))
+    y, _ = pad_packed_sequence(y, total_length=6)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
