@@ -117,9 +117,10 @@ class Products(Protocol):
         """a * b elementwise, [T,B,N] (either may be a view of a wider buffer)."""
         ...
 
-    def layer_norm(self, a: Any, gain: Any, shift: Any) -> tuple[Any, Any, Any]:
+    def layer_norm(self, a: Any, gain: Any, shifts: tuple) -> tuple[Any, Any, Any]:
         """Each row of a [T,B,N] normalised (:data:`~fastrnn.cells.LAYER_NORM_EPS`):
-        (gain * hat + shift (shift None: none), hat [T,B,N], 1/std [T,B,1])."""
+        (gain * hat + the sum of `shifts` (each [N]; none: no shift), hat [T,B,N], 1/std
+        [T,B,1]); `a` may be overwritten."""
         ...
 
     def layer_norm_backward(self, d_out: Any, gain: Any, hat: Any, rstd: Any) -> Any:
@@ -204,9 +205,7 @@ class Driver:
         own = x if rows is None else x.reshape(T * B, I)[rows][None]
         hat = rstd = None
         if norms:
-            shift = None if not biases else biases[0] if len(biases) == 1 else \
-                biases[0] + biases[1]
-            xw, hat, rstd = P.layer_norm(P.project(own, w_ih, ()), norms[0], shift)
+            xw, hat, rstd = P.layer_norm(P.project(own, w_ih, ()), norms[0], biases)
         else:
             xw = P.project(own, w_ih, biases)
         if rows is not None:

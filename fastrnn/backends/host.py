@@ -64,9 +64,9 @@ class HostProducts:
     def multiply(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a * b
 
-    def layer_norm(self, a: np.ndarray, gain: np.ndarray, shift: np.ndarray | None):
-        """(gain * hat + shift, hat, 1/std) of each row of a [T,B,N]; hat overwrites `a`
-        (the projection it normalises is not needed again)."""
+    def layer_norm(self, a: np.ndarray, gain: np.ndarray, shifts: tuple):
+        """(gain * hat + sum(shifts), hat, 1/std) of each row of a [T,B,N]; hat overwrites
+        `a` (the projection it normalises is not needed again)."""
         a -= a.mean(axis=2, keepdims=True, dtype=a.dtype)
         rstd = np.mean(a * a, axis=2, keepdims=True, dtype=a.dtype)
         rstd += a.dtype.type(LAYER_NORM_EPS)
@@ -74,7 +74,7 @@ class HostProducts:
         np.reciprocal(rstd, out=rstd)
         a *= rstd
         out = a * gain
-        if shift is not None:
+        for shift in shifts:
             out += shift
         return out, a, rstd
 

@@ -5,8 +5,9 @@ Takes NumPy arrays (copied to the GPU and back) or device arrays (numba's, or an
 then come back as numba device arrays. The shared :class:`~fastrnn.backends.driver.Driver`
 runs it like every compiled backend, over :class:`DeviceProducts` (tiled GEMMs with the biases
 folded into the input projection's epilogue, column sums) and the per-cell time loops of
-:mod:`.loops` (persistent kernels when w_hh fits on chip, fused per-step kernels otherwise);
-the kernels themselves live in :mod:`.kernels`.
+:mod:`.loops` (persistent kernels when w_hh fits on chip, fused per-step kernels otherwise;
+the LayerNorm cells per-step kernels only); the kernels themselves live in :mod:`.kernels`
+and :mod:`.ln_kernels`.
 """
 
 from __future__ import annotations
@@ -136,6 +137,32 @@ class DeviceProducts:
         k.column_sums[(flat.shape[1] + 127) // 128, 128](flat, out, flat.dtype.type(0))
         return out
 
+    def layer_norm(self, a, gain, shifts: tuple):
+        cuda, _ = _cuda()
+        from . import ln_kernels
+
+        out, hat = cuda.device_array(a.shape, a.dtype), cuda.device_array(a.shape, a.dtype)
+        rstd = cuda.device_array((a.shape[0], a.shape[1], 1), a.dtype)
+        rows, width = a.shape[0] * a.shape[1], a.shape[2]
+        if rows:
+            placeholder = loops._unused(a.dtype, 1)
+            s1, s2 = (*shifts, placeholder, placeholder)[:2]
+            ln_kernels.row_norm[rows, ln_kernels.threads_for(width)](
+                _flat(a), gain, s1, len(shifts) > 0, s2, len(shifts) > 1, a.dtype.type(1),
+                _flat(out), _flat(hat), _flat(rstd))
+        return out, hat, rstd
+
+    def layer_norm_backward(self, d_out, gain, hat, rstd):
+        cuda, _ = _cuda()
+        from . import ln_kernels
+
+        d_in = cuda.device_array(d_out.shape, d_out.dtype)
+        rows, width = d_out.shape[0] * d_out.shape[1], d_out.shape[2]
+        if rows:
+            ln_kernels.row_norm_backward[rows, ln_kernels.threads_for(width)](
+                _flat(d_out), gain, _flat(hat), _flat(rstd), d_out.dtype.type(1), _flat(d_in))
+        return d_in
+
     def multiply(self, a, b):
         cuda, k = _cuda()
         T, B, N = b.shape
@@ -146,5 +173,5 @@ class DeviceProducts:
 
 driver = Driver({name: TimeLoop(getattr(loops, f"{name}_forward"),
                                 getattr(loops, f"{name}_backward"))
-                 for name in ("rnn", "lstm", "gru")}, DeviceProducts())
+                 for name in ("rnn", "lstm", "gru", "ln_lstm", "ln_gru")}, DeviceProducts())
 forward, backward, supports = driver.forward, driver.backward, driver.supports

@@ -238,3 +238,91 @@ def rnn_backward(dy, dh, dc, w_hh, w_hr, norms, steps: Steps, reverse, relu, h_p
         recurrent_step(s, dg, w_hh, dh_now, dh_now, False, steps.lengths, dh_next)
 
     _step_loop(steps, dh, step)
+
+
+# ------------------------------------------------------------------------------ LayerNorm cells
+# Per-step kernels only: the tiled product h @ w_hh.T of all sequences, then one block per
+# sequence for the row's LayerNorms fused with its gate pass (:mod:`.ln_kernels`); backward
+# one block per sequence, then recurrent_grad_step.
+
+
+def _ln_setup(h, w_hh, y):
+    cuda, k = _cuda()
+    from . import ln_kernels
+
+    B, G, dtype = h.shape[0], w_hh.shape[0], y.dtype
+    placeholder = _unused(dtype, 1)
+    product = _tiled(k.gemm, G, B)
+
+    def recurrent(h_now, hw):  # hw = h_now @ w_hh.T
+        product(h_now, False, w_hh, True, hw, placeholder, False, placeholder, False,
+                dtype.type(0))
+
+    return cuda, k, ln_kernels, B, G, dtype, dtype.type(1), recurrent
+
+
+def ln_lstm_forward(xw, w_hh, b_rec, w_hr, norms, h, c, steps: Steps, reverse, training,
+                    relu, y, h_prev, buffers):
+    cuda, _, lk, B, G, dtype, one, recurrent = _ln_setup(h, w_hh, y)
+    g_hh, g_c, b_c = norms
+    gates, c_prev, hw_hat, c_hat, tanh_c, rstd = buffers
+    hw = cuda.device_array((B, G), dtype)
+    cell_step = lk.ln_lstm_step[B, lk.threads_for(G)]
+
+    def step(s, h_now, h_next):
+        recurrent(h_now, hw)
+        cell_step(s, xw, hw, g_hh, g_c, b_c, h_now, c, steps.lengths, reverse, training, one,
+                  y, h_next, h_prev, gates, c_prev, hw_hat, c_hat, tanh_c, rstd)
+
+    _step_loop(steps, h, step)
+
+
+def ln_lstm_backward(dy, dh, dc, w_hh, w_hr, norms, steps: Steps, reverse, relu, h_prev,
+                     buffers, dg_in, dg_rec, dh_out, grads):
+    cuda, k, lk, B, G, dtype, one, _ = _ln_setup(dh, w_hh, dy)
+    g_hh, g_c, _ = norms
+    gates, c_prev, hw_hat, c_hat, tanh_c, rstd = buffers
+    d_hw, d_cn = grads
+    dgw = cuda.device_array((B, G), dtype)
+    grad_step = lk.ln_lstm_grad_step[B, lk.threads_for(G)]
+    recurrent_step = _tiled(k.recurrent_grad_step, dh.shape[1], B)
+
+    def step(s, dh_now, dh_next):
+        grad_step(s, dy, dh_now, dc, g_hh, g_c, steps.lengths, reverse, one, gates, c_prev,
+                  hw_hat, c_hat, tanh_c, rstd, dg_in, d_hw, d_cn, dgw)
+        recurrent_step(s, dgw, w_hh, dh_now, dh_now, False, steps.lengths, dh_next)
+
+    _step_loop(steps, dh, step)
+
+
+def ln_gru_forward(xw, w_hh, b_rec, w_hr, norms, h, c, steps: Steps, reverse, training,
+                   relu, y, h_prev, buffers):
+    cuda, _, lk, B, G, dtype, one, recurrent = _ln_setup(h, w_hh, y)
+    gates, hw_n, hw_hat, rstd = buffers
+    hw = cuda.device_array((B, G), dtype)
+    cell_step = lk.ln_gru_step[B, lk.threads_for(G)]
+
+    def step(s, h_now, h_next):
+        recurrent(h_now, hw)
+        cell_step(s, xw, hw, norms[0], b_rec, h_now, steps.lengths, reverse, training, one,
+                  y, h_next, h_prev, gates, hw_n, hw_hat, rstd)
+
+    _step_loop(steps, h, step)
+
+
+def ln_gru_backward(dy, dh, dc, w_hh, w_hr, norms, steps: Steps, reverse, relu, h_prev,
+                    buffers, dg_in, dg_rec, dh_out, grads):
+    cuda, k, lk, B, G, dtype, one, _ = _ln_setup(dh, w_hh, dy)
+    gates, hw_n, hw_hat, rstd = buffers
+    (d_hw,) = grads
+    dgw = cuda.device_array((B, G), dtype)
+    direct = cuda.device_array(dh.shape, dtype)
+    grad_step = lk.ln_gru_grad_step[B, lk.threads_for(G)]
+    recurrent_step = _tiled(k.recurrent_grad_step, dh.shape[1], B)
+
+    def step(s, dh_now, dh_next):
+        grad_step(s, dy, dh_now, norms[0], steps.lengths, reverse, one, h_prev, gates, hw_n,
+                  hw_hat, rstd, dg_in, dg_rec, d_hw, dgw, direct)
+        recurrent_step(s, dgw, w_hh, dh_now, direct, True, steps.lengths, dh_next)
+
+    _step_loop(steps, dh, step)
