@@ -55,6 +55,17 @@ cdef extern from "gates.h" nogil:
     void gru_bwd_d(const double *dh, const double *dy, const double *h_prev,
                    const double *gates, const double *hw_n, double *dg_in, double *dg_rec,
                    double *direct, long n, long H)
+    void layer_norm_rows_f(float *a, const float *gain, const float *s1, const float *s2,
+                           float *out, float *rstd, long R, long N)
+    void layer_norm_rows_d(double *a, const double *gain, const double *s1, const double *s2,
+                           double *out, double *rstd, long R, long N)
+    void layer_norm_rows_bwd_f(const float *d_out, const float *gain, const float *hat,
+                               const float *rstd, float *d_in, float *d_gain, long R, long N)
+    void layer_norm_rows_bwd_d(const double *d_out, const double *gain, const double *hat,
+                               const double *rstd, double *d_in, double *d_gain, long R,
+                               long N)
+    void column_dots_f(const float *a, const float *b, float *out, long R, long N)
+    void column_dots_d(const double *a, const double *b, double *out, long R, long N)
     void ln_lstm_fwd_f(const float *xw, float *hw, const float *g_hh, const float *g_c,
                        const float *b_c, float *c, float *h, float *gates, float *hw_hat,
                        float *c_hat, float *tanh_c, float *rstd, long n, long H)
@@ -298,3 +309,29 @@ cdef inline void ln_gru_bwd(floating *dh, floating *dy, floating *h_prev, floati
     else:
         ln_gru_bwd_d(dh, dy, h_prev, gates, hw_n, hw_hat, rstd, g_hh, dg_in, dg_rec, d_hw,
                      direct, n, H)
+
+
+cdef inline void layer_norm_rows(floating *a, floating *gain, floating *s1, floating *s2,
+                                 floating *out, floating *rstd, long R,
+                                 long N) noexcept nogil:
+    if floating is float:
+        layer_norm_rows_f(a, gain, s1, s2, out, rstd, R, N)
+    else:
+        layer_norm_rows_d(a, gain, s1, s2, out, rstd, R, N)
+
+
+cdef inline void layer_norm_rows_bwd(floating *d_out, floating *gain, floating *hat,
+                                     floating *rstd, floating *d_in, floating *d_gain, long R,
+                                     long N) noexcept nogil:
+    if floating is float:
+        layer_norm_rows_bwd_f(d_out, gain, hat, rstd, d_in, d_gain, R, N)
+    else:
+        layer_norm_rows_bwd_d(d_out, gain, hat, rstd, d_in, d_gain, R, N)
+
+
+cdef inline void column_dots(floating *a, floating *b, floating *out, long R,
+                             long N) noexcept nogil:
+    if floating is float:
+        column_dots_f(a, b, out, R, N)
+    else:
+        column_dots_d(a, b, out, R, N)

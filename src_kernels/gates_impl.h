@@ -197,6 +197,48 @@ static inline void FR(row_norm_bwd)(const REAL *restrict d_post, const REAL *res
     for (long j = 0; j < N; j++) d_v[j] = rstd * (d_post[j] * gain[j] - md - hat[j] * mq);
 }
 
+/* The input side's LayerNorm over R rows of N (the driver's, before the loop): a becomes
+ * norm(a) (hat), out = gain hat (+ s1) (+ s2) (s1, s2 may be NULL), rstd[r] = 1/std. */
+static inline void FR(layer_norm_rows)(REAL *restrict a, const REAL *restrict gain,
+                                       const REAL *restrict s1, const REAL *restrict s2,
+                                       REAL *restrict out, REAL *restrict rstd, long R,
+                                       long N) {
+    for (long r = 0; r < R; r++) {
+        REAL *restrict v = a + r * N;
+        REAL *restrict o = out + r * N;
+        REAL m, s;
+        FR(row_stats)(v, N, &m, &s);
+        for (long j = 0; j < N; j++) {
+            v[j] = (v[j] - m) * s;
+            o[j] = gain[j] * v[j];
+        }
+        if (s1)
+            for (long j = 0; j < N; j++) o[j] += s1[j];
+        if (s2)
+            for (long j = 0; j < N; j++) o[j] += s2[j];
+        rstd[r] = s;
+    }
+}
+
+/* Its backward: d_in from d_out, and d_gain += the column sums of d_out * hat. */
+static inline void FR(layer_norm_rows_bwd)(const REAL *restrict d_out,
+                                           const REAL *restrict gain,
+                                           const REAL *restrict hat,
+                                           const REAL *restrict rstd, REAL *restrict d_in,
+                                           REAL *restrict d_gain, long R, long N) {
+    for (long r = 0; r < R; r++) {
+        FR(row_norm_bwd)(d_out + r * N, gain, hat + r * N, rstd[r], d_in + r * N, N);
+        for (long j = 0; j < N; j++) d_gain[j] += d_out[r * N + j] * hat[r * N + j];
+    }
+}
+
+/* out[j] += the sum over R rows of a[r, j] * b[r, j] (a LayerNorm gain's gradient) */
+static inline void FR(column_dots)(const REAL *restrict a, const REAL *restrict b,
+                                   REAL *restrict out, long R, long N) {
+    for (long r = 0; r < R; r++)
+        for (long j = 0; j < N; j++) out[j] += a[r * N + j] * b[r * N + j];
+}
+
 /* hw: in h W_hh^T, out the pre-activations (scratch); c: in c, out c' (un-normalised);
  * h: out o tanh(g_c norm(c') + b_c) */
 static inline void FR(ln_lstm_fwd)(const REAL *restrict xw, REAL *restrict hw,

@@ -5,8 +5,10 @@ import numpy as np
 
 from cython cimport floating
 
-from common cimport add_to, matmul_w, matmul_wt, packed_gemm_choice
+from common cimport add_to, layer_norm_rows, layer_norm_rows_bwd, matmul_w, matmul_wt
+from common cimport column_dots as _column_dots
 from common cimport matmul_tn as _matmul_tn
+from common cimport packed_gemm_choice
 
 
 def step_product():
@@ -67,4 +69,53 @@ def column_sums(floating[:, :, ::1] a):
             for b in range(a.shape[1]):
                 for j in range(a.shape[2]):
                     o[j] += a[t, b, j]
+    return out
+
+
+def layer_norm(floating[:, :, ::1] a, floating[::1] gain, tuple shifts):
+    """Each row of a [T,B,N] normalised: (gain * hat + sum(shifts), hat, 1/std [T,B,1]);
+    hat overwrites a."""
+    cdef long R = a.shape[0] * a.shape[1], N = a.shape[2]
+    out = np.empty((a.shape[0], a.shape[1], N), _dtype(a))
+    rstd = np.empty((a.shape[0], a.shape[1], 1), _dtype(a))
+    cdef floating[:, :, ::1] o = out
+    cdef floating[:, :, ::1] s = rstd
+    cdef floating[::1] s1
+    cdef floating[::1] s2
+    cdef floating *p1 = NULL
+    cdef floating *p2 = NULL
+    if len(shifts) > 0:
+        s1 = shifts[0]
+        p1 = &s1[0]
+    if len(shifts) > 1:
+        s2 = shifts[1]
+        p2 = &s2[0]
+    if R:
+        with nogil:
+            layer_norm_rows(&a[0, 0, 0], &gain[0], p1, p2, &o[0, 0, 0], &s[0, 0, 0], R, N)
+    return out, np.asarray(a), rstd
+
+
+def layer_norm_backward(floating[:, :, ::1] d_out, floating[::1] gain,
+                        floating[:, :, ::1] hat, floating[:, :, ::1] rstd):
+    """(the gradient of layer_norm's input, of its gain) from that of its output."""
+    cdef long R = d_out.shape[0] * d_out.shape[1], N = d_out.shape[2]
+    d_in = np.empty((d_out.shape[0], d_out.shape[1], N), _dtype(d_out))
+    d_gain = np.zeros(N, _dtype(d_out))
+    cdef floating[:, :, ::1] di = d_in
+    cdef floating[::1] dg = d_gain
+    if R:
+        with nogil:
+            layer_norm_rows_bwd(&d_out[0, 0, 0], &gain[0], &hat[0, 0, 0], &rstd[0, 0, 0],
+                                &di[0, 0, 0], &dg[0], R, N)
+    return d_in, d_gain
+
+
+def column_dots(floating[:, :, ::1] a, floating[:, :, ::1] b):
+    """The sum over T and B of a * b ([T,B,N] each): [N]."""
+    out = np.zeros(a.shape[2], _dtype(a))
+    cdef floating[::1] o = out
+    if a.shape[0] * a.shape[1]:
+        with nogil:
+            _column_dots(&a[0, 0, 0], &b[0, 0, 0], &o[0], a.shape[0] * a.shape[1], a.shape[2])
     return out

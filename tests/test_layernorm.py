@@ -290,3 +290,28 @@ def _losses(out: str) -> tuple[float, float]:
     """(validation loss, unigram entropy) from train's last line."""
     line = out.split("validation loss ")[1]
     return float(line.split(" ")[0]), float(line.split("unigram entropy ")[1].split(";")[0])
+
+
+# ---------------------------------------------------------------- the kernel contract
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_bad_norms_get_clear_errors(name):
+    from .helpers import make_problem
+
+    backend = backends.get(name)
+    pb = make_problem("layernorm_lstm", T=2, B=2, I=3, H=4)
+    kwargs = pb.kwargs()
+    for norms, error, message in [
+        (None, ValueError, "norms must be a tuple of 4 arrays"),
+        (pb.norms[:3], ValueError, r"norms must be a tuple of 4 arrays .* of 3"),
+        ((pb.norms[0][:5], *pb.norms[1:]), ValueError, r"ln_ih must have shape \(16,\)"),
+        ((pb.norms[0].astype(np.float32), *pb.norms[1:]), TypeError, "ln_ih has dtype"),
+        ((list(pb.norms[0]), *pb.norms[1:]), TypeError, "ln_ih must be a numpy.ndarray"),
+    ]:
+        with pytest.raises(error, match=message):
+            backend.forward(*pb.args(), **{**kwargs, "norms": norms})
+    plain = make_problem("lstm", T=2, B=2, I=3, H=4)
+    with pytest.raises(ValueError, match="norms .* are only defined for layernorm_lstm or "
+                                         "layernorm_gru, not lstm"):
+        backend.forward(*plain.args(), **{**plain.kwargs(), "norms": pb.norms})

@@ -123,8 +123,13 @@ class Products(Protocol):
         [T,B,1]); `a` may be overwritten."""
         ...
 
-    def layer_norm_backward(self, d_out: Any, gain: Any, hat: Any, rstd: Any) -> Any:
-        """The gradient of :meth:`layer_norm`'s input from that of its output: [T,B,N]."""
+    def layer_norm_backward(self, d_out: Any, gain: Any, hat: Any, rstd: Any) -> tuple:
+        """The gradients of :meth:`layer_norm`'s input [T,B,N] and gain [N] from that of its
+        output."""
+        ...
+
+    def column_dots(self, a: Any, b: Any) -> Any:
+        """The sum over T and B of a * b ([T,B,N] each): [N] (a LayerNorm gain's gradient)."""
         ...
 
 
@@ -237,11 +242,11 @@ class Driver:
         dnorms: dict[str, Any] = {}
         g_proj = g_in  # the gradient of x @ w_ih^T
         if cell.norms:
-            dnorms[cell.norms[0][0]] = P.column_sums(P.multiply(g_in, part.x_hat))
-            g_proj = P.layer_norm_backward(g_in, saved.norms[0], part.x_hat, part.x_rstd)
+            g_proj, dnorms[cell.norms[0][0]] = P.layer_norm_backward(
+                g_in, saved.norms[0], part.x_hat, part.x_rstd)
             for site in cell.norm_sites:
                 d_post = named[site.grad]
-                dnorms[site.gain] = P.column_sums(P.multiply(d_post, named[site.hat]))
+                dnorms[site.gain] = P.column_dots(d_post, named[site.hat])
                 if site.shift is not None:
                     dnorms[site.shift] = P.column_sums(d_post)
         dx_own = P.matmul_nn(g_proj, saved.w_ih)

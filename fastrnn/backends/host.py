@@ -11,21 +11,26 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..cells import LAYER_NORM_EPS
-
 
 class HostProducts:
     """:class:`~fastrnn.backends.driver.Products` on NumPy arrays, over a backend's compiled
-    ``project(x, w, bias)``, ``matmul_nn``, ``matmul_tn`` and ``column_sums``."""
+    ``project(x, w, bias)``, ``matmul_nn``, ``matmul_tn``, ``column_sums``, and the input
+    side's LayerNorm: ``layer_norm(a, gain, shifts)``, ``layer_norm_backward`` and
+    ``column_dots`` (a row's statistics and its backward in one pass over the row, the gain's
+    gradient in the same pass)."""
 
     splits_batch = True
 
     def __init__(self, project: Callable, matmul_nn: Callable, matmul_tn: Callable,
-                 column_sums: Callable):
+                 column_sums: Callable, layer_norm: Callable, layer_norm_backward: Callable,
+                 column_dots: Callable):
         self._project = project
         self.matmul_nn = matmul_nn
         self.matmul_tn = matmul_tn
         self.column_sums = column_sums
+        self.layer_norm = layer_norm
+        self.layer_norm_backward = layer_norm_backward
+        self.column_dots = column_dots
         self._absent: dict[tuple[np.dtype, int], np.ndarray] = {}
 
     def is_host(self, a) -> bool:
@@ -63,27 +68,3 @@ class HostProducts:
 
     def multiply(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a * b
-
-    def layer_norm(self, a: np.ndarray, gain: np.ndarray, shifts: tuple):
-        """(gain * hat + sum(shifts), hat, 1/std) of each row of a [T,B,N]; hat overwrites
-        `a` (the projection it normalises is not needed again)."""
-        a -= a.mean(axis=2, keepdims=True, dtype=a.dtype)
-        rstd = np.mean(a * a, axis=2, keepdims=True, dtype=a.dtype)
-        rstd += a.dtype.type(LAYER_NORM_EPS)
-        np.sqrt(rstd, out=rstd)
-        np.reciprocal(rstd, out=rstd)
-        a *= rstd
-        out = a * gain
-        for shift in shifts:
-            out += shift
-        return out, a, rstd
-
-    def layer_norm_backward(self, d_out: np.ndarray, gain: np.ndarray, hat: np.ndarray,
-                            rstd: np.ndarray) -> np.ndarray:
-        d_hat = d_out * gain
-        mean_d = d_hat.mean(axis=2, keepdims=True, dtype=d_hat.dtype)
-        mean_dh = np.mean(d_hat * hat, axis=2, keepdims=True, dtype=d_hat.dtype)
-        d_hat -= mean_d
-        d_hat -= hat * mean_dh
-        d_hat *= rstd
-        return d_hat

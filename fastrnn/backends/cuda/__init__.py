@@ -161,7 +161,10 @@ class DeviceProducts:
         if rows:
             ln_kernels.row_norm_backward[rows, ln_kernels.threads_for(width)](
                 _flat(d_out), gain, _flat(hat), _flat(rstd), d_out.dtype.type(1), _flat(d_in))
-        return d_in
+        return d_in, self.column_dots(d_out, hat)
+
+    def column_dots(self, a, b):
+        return self.column_sums(self.multiply(a, b))
 
     def multiply(self, a, b):
         cuda, k = _cuda()

@@ -26,6 +26,7 @@ driver = Driver(
     {name: TimeLoop(module.forward, module.backward)
      for name, module in (("rnn", rnn), ("lstm", lstm), ("gru", gru), ("ln_lstm", ln_lstm),
                           ("ln_gru", ln_gru))},
-    HostProducts(_common.project, _common.matmul_nn, _common.matmul_tn, _common.column_sums),
+    HostProducts(_common.project, _common.matmul_nn, _common.matmul_tn, _common.column_sums,
+                 _common.layer_norm, _common.layer_norm_backward, _common.column_dots),
 )
 forward, backward, supports = driver.forward, driver.backward, driver.supports

@@ -215,3 +215,72 @@ def column_sums(a):
             for j in range(G):
                 out[j] += a[t, b, j]
     return out
+
+
+# The input side's LayerNorm (the driver's, before and after the loops): one pass per row for
+# its statistics and one for its output, the gain's gradient in the backward's pass.
+
+
+@jit
+def _layer_norm(a, gain, s1, s2, out, rstd):
+    T, B, N = a.shape
+    one = one_like(gain[0])  # gain has N >= 1 entries; a may have no rows
+    inv, eps = cast_like(one, 1.0 / N), cast_like(one, 1e-5)
+    for t in range(T):
+        for b in range(B):
+            mean = a[t, b].sum() * inv
+            var = one * 0
+            for j in range(N):
+                d = a[t, b, j] - mean
+                var += d * d
+            s = one / math.sqrt(var * inv + eps)
+            rstd[t, b, 0] = s
+            for j in range(N):
+                u = (a[t, b, j] - mean) * s
+                a[t, b, j] = u
+                out[t, b, j] = gain[j] * u + s1[j] + s2[j]
+
+
+def layer_norm(a, gain, shifts: tuple):
+    """Each row of a [T,B,N] normalised: (gain * hat + sum(shifts), hat, 1/std [T,B,1]);
+    hat overwrites a."""
+    zero = np.zeros(a.shape[2], a.dtype)
+    s1, s2 = (*shifts, zero, zero)[:2]
+    out = np.empty_like(a)
+    rstd = np.empty((a.shape[0], a.shape[1], 1), a.dtype)
+    _layer_norm(a, gain, s1, s2, out, rstd)
+    return out, a, rstd
+
+
+@jit
+def layer_norm_backward(d_out, gain, hat, rstd):
+    """(the gradient of layer_norm's input, of its gain) from that of its output."""
+    T, B, N = d_out.shape
+    d_in = np.empty_like(d_out)
+    d_gain = np.zeros(N, d_out.dtype)
+    inv = cast_like(gain[0], 1.0 / N)
+    for t in range(T):
+        for b in range(B):
+            sum_d = inv * 0
+            sum_du = inv * 0
+            for j in range(N):
+                d = d_out[t, b, j] * gain[j]
+                sum_d += d
+                sum_du += d * hat[t, b, j]
+                d_gain[j] += d_out[t, b, j] * hat[t, b, j]
+            mean_d, mean_du, s = sum_d * inv, sum_du * inv, rstd[t, b, 0]
+            for j in range(N):
+                d_in[t, b, j] = s * (d_out[t, b, j] * gain[j] - mean_d - hat[t, b, j] * mean_du)
+    return d_in, d_gain
+
+
+@jit
+def column_dots(a, b):
+    """The sum over T and B of a * b ([T,B,N] each): [N]."""
+    T, B, N = a.shape
+    out = np.zeros(N, a.dtype)
+    for t in range(T):
+        for r in range(B):
+            for j in range(N):
+                out[j] += a[t, r, j] * b[t, r, j]
+    return out
