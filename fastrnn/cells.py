@@ -95,7 +95,7 @@ class Cell:
 
         layer_input: the layer's input width; P: projection size (0: none)."""
         if P and not self.projection:
-            raise ValueError(f"proj_size is only supported by lstm, not {self.name}")
+            raise ValueError(f"proj_size is only supported by LSTM, not {self.name}")
         suffix = f"_l{layer}" + ("_reverse" if direction else "")
         GH, Hp = self.gates * H, P or H
         params = {"w_ih": ("weight_ih" + suffix, (GH, layer_input)),

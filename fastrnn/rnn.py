@@ -45,7 +45,7 @@ def stack_spec(cell: str, input_size: int, hidden_size: int, num_layers: int = 1
     num_layers = _positive_int(num_layers, "num_layers")
     proj_size = _positive_int(proj_size, "proj_size", minimum=0)
     if proj_size and not spec.projection:
-        raise ValueError(f"proj_size is only supported by lstm, not {spec.name}")
+        raise ValueError(f"proj_size is only supported by LSTM, not {spec.name}")
     if proj_size >= hidden_size:
         raise ValueError(f"proj_size must be smaller than hidden_size ({hidden_size}), "
                          f"got {proj_size}")

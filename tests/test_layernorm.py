@@ -43,7 +43,7 @@ def test_parameters_names_shapes_and_initial_values(cls, G, extra):
 
 
 def test_projection_is_refused_clearly():
-    with pytest.raises(ValueError, match="proj_size is only supported by lstm, not "
+    with pytest.raises(ValueError, match="proj_size is only supported by LSTM, not "
                                          "layernorm_lstm"):
         fastrnn.LayerNormLSTM(3, 5, proj_size=2)
 
@@ -315,3 +315,32 @@ def test_bad_norms_get_clear_errors(name):
     with pytest.raises(ValueError, match="norms .* are only defined for layernorm_lstm or "
                                          "layernorm_gru, not lstm"):
         backend.forward(*plain.args(), **{**plain.kwargs(), "norms": pb.norms})
+
+
+def test_state_dict_moves_between_numpy_and_torch_modules():
+    """A fastrnn.torch LayerNormLSTM's state_dict loads into the NumPy module (and back), and
+    both compute the same outputs (dropout between layers in training only)."""
+    import fastrnn.torch as ft
+
+    torch.manual_seed(3)
+    tm = ft.LayerNormLSTM(3, 6, num_layers=2, bidirectional=True, dropout=0.5,
+                          batch_first=True, dtype=torch.float64)
+    with torch.no_grad():
+        for name, w in tm.named_parameters():
+            if name.startswith("ln_"):
+                w.add_(torch.rand(w.shape, dtype=torch.float64))
+    nm = fastrnn.LayerNormLSTM(3, 6, num_layers=2, bidirectional=True, dropout=0.5,
+                               batch_first=True, dtype=np.float64)
+    nm.load_state_dict(tm.state_dict())
+    x = np.random.default_rng(0).standard_normal((4, 5, 3))
+    tm.eval()
+    nm.eval()
+    y_t, (h_t, _) = tm(torch.from_numpy(x))
+    y_n, (h_n, _) = nm(x, lengths=None)
+    np.testing.assert_allclose(y_n, y_t.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(h_n, h_t.detach().numpy(), rtol=1e-12)
+    back = ft.LayerNormLSTM(3, 6, num_layers=2, bidirectional=True, batch_first=True,
+                            dtype=torch.float64)
+    back.load_state_dict({k: torch.from_numpy(v) for k, v in nm.state_dict().items()})
+    assert all(torch.equal(a, b) for a, b in zip(back.parameters(), tm.parameters(),
+                                                  strict=True))
