@@ -80,7 +80,30 @@ def test_backend_matches_reference_on_random_shapes(name, dtype, spec):
     pb = make_problem(**spec)
     if cells.get(spec["cell"]).relu:  # relu' jumps at 0: rounding must not decide a side
         assume(relu_margin(pb.astype(dtype)) > 1e-4)
+    if cells.get(spec["cell"]).norms and dtype == np.float32:
+        assume(float32_conditioned(pb))
     check_backend(name, pb, dtype)
+
+
+def float32_conditioned(pb) -> bool:
+    """Whether float32 arithmetic itself answers pb within half the float32 bound: the
+    reference's own float32 run against its float64 run. A LayerNorm over few features is
+    ill-conditioned where they nearly agree (d norm / d v ~ 1/sqrt(eps) = 316): hypothesis
+    found H=2, I=1 cases where the float32 reference is 3.5e-4 off, the compiled kernels less."""
+    exact = pb.astype(np.float32).astype(np.float64)
+    ref = REF.forward(*exact.args(), **exact.kwargs())
+    ref_g = REF.backward(exact.dy, exact.dh_n, exact.dc_n, ref.ctx)
+    low = pb.astype(np.float32)
+    out = REF.forward(*low.args(), **low.kwargs())
+    out_g = REF.backward(low.dy, low.dh_n, low.dc_n, out.ctx)
+    pairs = [(out.y, ref.y), (out.h_n, ref.h_n), *zip(out_g.dnorms, ref_g.dnorms, strict=True)]
+    pairs += [(getattr(out_g, f), getattr(ref_g, f)) for f in GRAD_OF
+              if getattr(ref_g, f) is not None]
+    for got, want in pairs:
+        scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
+        if np.any(np.abs(got - want) > TOL[np.float32] / 2 * (scale + np.abs(want))):
+            return False
+    return True
 
 
 def relu_margin(pb) -> float:
@@ -149,6 +172,7 @@ def test_batch_parts_conform(monkeypatch, name, cell, dtype):
     driver = backends.get(name).module.driver
     monkeypatch.setattr(driver, "min_part_columns", 0)
     monkeypatch.setattr(driver, "min_part_rows", 2)
+    monkeypatch.setattr(driver, "min_part_work", 0)
     monkeypatch.setattr("fastrnn.parallel.cores", lambda: 3)  # three parts, even on 2 cores
     for ragged, reverse in ((False, False), (True, False), (True, True)):
         pb = make_problem(cell, T=7, B=11, I=5, H=6, P=3 if cell == "lstm" else 0,
@@ -173,9 +197,29 @@ def test_buffers_left_unfilled_are_never_read(monkeypatch, name, cell, dtype):
     monkeypatch.setattr(products, "empty", poisoned)
     driver = backends.get(name).module.driver
     monkeypatch.setattr(driver, "min_part_rows", 2)
+    monkeypatch.setattr(driver, "min_part_work", 0)
     monkeypatch.setattr("fastrnn.parallel.cores", lambda: 3)
     for ragged, reverse in ((False, False), (True, False), (True, True)):
         for T, B in ((1, 1), (6, 7)):
             pb = make_problem(cell, T=T, B=B, I=3, H=5, P=2 if cell == "lstm" else 0,
                               ragged=ragged, reverse=reverse, seed=T + B)
             check_backend(name, pb, dtype)
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_parts_only_where_they_pay(monkeypatch, name):
+    """A single step, or too little work per part, runs in one part; a long, wide call is
+    split (two cores assumed)."""
+    driver = backends.get(name).module.driver
+    monkeypatch.setattr("fastrnn.parallel.cores", lambda: 2)
+    if not driver.products.splits_batch:
+        pytest.skip(f"{name} does not split batches")
+
+    def parts(T, B, H):
+        pb = make_problem("lstm", T, B, H, H, dtype=np.float32)
+        return backends.get(name).forward(*pb.args(), **pb.kwargs()).ctx.saved.plan.parts
+
+    assert parts(1, 64, 256) == 1
+    if driver.min_part_work:
+        assert parts(4, 8, 32) == 1
+    assert parts(60, 64, 128) == 2

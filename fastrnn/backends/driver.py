@@ -176,7 +176,7 @@ class Driver:
     backward) over one backend's time loops and products."""
 
     def __init__(self, loops: Mapping[str, TimeLoop], products: Products,
-                 min_part_rows: int = 8, min_part_columns: int = 384):
+                 min_part_rows: int = 8, min_part_columns: int = 384, min_part_work: int = 0):
         self.loops = dict(loops)
         self.products = products
         #: a part gets at least this many rows: below it a step's products are too small
@@ -185,6 +185,10 @@ class Driver:
         #: parts made GRU/LSTM (G*H >= 384) 1.1-1.3x faster but the Elman RNN at H=256 2x
         #: slower, where one multi-threaded OpenBLAS call beats two single-threaded ones.
         self.min_part_columns = min_part_columns
+        #: a part must have at least this many multiply-adds of forward products
+        #: (T * its rows * G * (I + Hp)): below it, handing parts to threads costs more than
+        #: it gains; a single step (T=1) is faster in one part at every size measured
+        self.min_part_work = min_part_work
 
     def supports(self, cell: Cell) -> bool:
         """Whether this backend has the cell's time loops."""
@@ -286,8 +290,11 @@ class Driver:
         if cell.split_recurrent:
             b_rec = P.zeros((G,), dtype) if b_hh is None else b_hh
         w_hr_arg = P.absent(dtype, 2) if w_hr is None else w_hr
-        wide = G >= self.min_part_columns and P.splits_batch
-        parts = len(parallel.shards(B, parallel.cores(), self.min_part_rows)) if wide else 1
+        parts = 1
+        if G >= self.min_part_columns and P.splits_batch:
+            parts = len(parallel.shards(B, parallel.cores(), self.min_part_rows))
+            if T == 1 or T * (B // parts) * G * (x.shape[2] + Hp) < self.min_part_work:
+                parts = 1
         plan = BatchPlan(lengths, T, B, parts, sort=P.splits_batch)
         slots = T if training else 1
 
