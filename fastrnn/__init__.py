@@ -11,7 +11,16 @@ Quick use::
 
 from . import backends
 from .rnn import GRU, LSTM, RNN, LayerNormGRU, LayerNormLSTM, RNNBase
+from .rnn_cell import (
+    GRUCell,
+    LayerNormGRUCell,
+    LayerNormLSTMCell,
+    LSTMCell,
+    RNNCell,
+    RNNCellBase,
+)
 
 __version__ = "0.1.0"
-__all__ = ["GRU", "LSTM", "RNN", "LayerNormGRU", "LayerNormLSTM", "RNNBase", "backends",
+__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "LayerNormGRU", "LayerNormGRUCell",
+           "LayerNormLSTM", "LayerNormLSTMCell", "RNNBase", "RNNCell", "RNNCellBase", "backends",
            "__version__"]

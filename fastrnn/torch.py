@@ -24,9 +24,10 @@ from torch.nn.utils.rnn import PackedSequence
 from . import backends, cells, stack
 from .rnn import stack_spec
 
-__all__ = ["GRU", "LSTM", "RNN", "LayerNormGRU", "LayerNormLSTM", "RNNBase", "patch"]
+__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "LayerNormGRU", "LayerNormGRUCell",
+           "LayerNormLSTM", "LayerNormLSTMCell", "RNNBase", "RNNCell", "RNNCellBase", "patch"]
 
-_TORCH_CLASSES = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU, "RNN": torch.nn.RNN}
+_TORCH_CLASSES = ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell")
 
 
 class HostOps(stack.ArrayOps):
@@ -432,8 +433,201 @@ class LayerNormGRU(RNNBase):
                          backend=backend)
 
 
+class _CellFunction(torch.autograd.Function):
+    """h', c' = one step of `cell` (the layer kernel over T=1) on CPU tensors, with gradients
+    for x, h, c and every weight. c and c' are empty tensors for cells without a cell state."""
+
+    @staticmethod
+    def forward(ctx, cell, backend: backends.Backend, save: bool, args: list[str], x, h, c,
+                *weights):
+        p = {arg: w.detach().numpy() for arg, w in zip(args, weights, strict=True)}
+        B = x.shape[0]
+        states = (h.detach().numpy(),) + ((c.detach().numpy(),) if c.numel() else ())
+        out = backend.forward(cell, x.detach().numpy().reshape(1, B, -1), p["w_ih"],
+                              p["w_hh"], p.get("b_ih"), p.get("b_hh"), *states,
+                              norms=tuple(p[a] for a, _ in cell.norms), training=save)
+        ctx.kernel, ctx.cell, ctx.backend, ctx.args = out.ctx, cell, backend, args
+        if save:
+            ctx.save_for_backward(*weights)  # torch refuses backward if they change in place
+        c_out = x.new_empty(0) if out.c_n is None else torch.from_numpy(out.c_n)
+        if out.c_n is None:
+            ctx.mark_non_differentiable(c_out)
+        return torch.from_numpy(out.h_n), c_out
+
+    @staticmethod
+    def backward(ctx, dh, dc):
+        ctx.saved_tensors  # noqa: B018  (raises if a weight changed in place since forward)
+        has_c = "c" in ctx.cell.states
+        g = ctx.backend.backward(dh.contiguous().numpy()[None], None,
+                                 dc.contiguous().numpy() if has_c else None, ctx.kernel)
+        grads = [torch.from_numpy(g.of(arg, ctx.cell)) for arg in ctx.args]
+        dc0 = torch.from_numpy(g.dc0) if has_c else None
+        return (None,) * 4 + (torch.from_numpy(g.dx[0]), torch.from_numpy(g.dh0), dc0, *grads)
+
+
+class RNNCellBase(torch.nn.Module):
+    """torch.nn.RNNCellBase's constructor, parameters and forward, one step of fastrnn's
+    kernels (the layer kernel over one time step). CPU tensors, float32 and float64."""
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, bias: bool = True,
+                 device: Any = None, dtype: Any = None, *, backend: str | None = None):
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        dtype = dtype or torch.get_default_dtype()
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self._spec = stack_spec(cell, input_size, hidden_size, 1, bias)
+        self._backend = backends.get(backend)
+        self.input_size, self.hidden_size, self.bias = int(input_size), int(hidden_size), bias
+        self._args = {}
+        for arg, (name, shape) in self._spec.layer_parameters(0, 0).items():
+            name = name.removesuffix("_l0")
+            self._args[arg] = name
+            self.register_parameter(name, torch.nn.Parameter(
+                torch.empty(shape, dtype=dtype, device=device)))
+        if not self._spec.bias:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch.nn's init (U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), torch's RNG, in
+        registration order); LayerNorm gains 1 and shifts 0."""
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        with torch.no_grad():
+            for arg, name in self._args.items():
+                weight = getattr(self, name)
+                if arg in dict(self._spec.cell.norms):
+                    weight.fill_(self._spec.cell.initial_norm(arg))
+                else:
+                    torch.nn.init.uniform_(weight, -stdv, stdv)
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            s += f", nonlinearity={self.nonlinearity}"
+        return s + f", backend={self.backend!r}"
+
+    def _check(self, x: torch.Tensor, hx: tuple, dtype: torch.dtype) -> None:
+        """The checks of torch's cell kernels, with their messages and RuntimeError."""
+        if x.shape[1] != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {x.shape[1]} expected "
+                               f"{self.input_size}")
+        for i, h in enumerate(hx):
+            if h.shape[0] != x.shape[0]:
+                raise RuntimeError(f"Input batch size {x.shape[0]} doesn't match hidden{i} "
+                                   f"batch size {h.shape[0]}")
+            if h.shape[1] != self.hidden_size:
+                raise RuntimeError(f"hidden{i} has inconsistent hidden_size: got "
+                                   f"{h.shape[1]}, expected {self.hidden_size}")
+        for t in (x, *hx):
+            if t.dtype != dtype:
+                raise RuntimeError(f"expected the parameters' dtype {dtype}, got {t.dtype}")
+            if t.device.type != "cpu":
+                raise ValueError(f"{type(self).__name__} runs on the CPU; got a tensor on "
+                                 f"{t.device}")
+
+    def forward(self, input: torch.Tensor, hx: Any = None):
+        name = type(self).__name__
+        has_c = "c" in self._spec.cell.states
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D "
+                             "instead")
+        if hx is not None:
+            for idx, value in enumerate(hx if has_c else (hx,)):
+                if value.dim() not in (1, 2):
+                    what = f"hx[{idx}]" if has_c else "hidden"
+                    raise ValueError(f"{name}: Expected {what} to be 1D or 2D, got "
+                                     f"{value.dim()}D instead")
+        batched = input.dim() == 2
+        x = input if batched else input.unsqueeze(0)
+        weights = [getattr(self, n) for n in self._args.values()]
+        dtype = weights[0].dtype
+        if hx is None:
+            zeros = torch.zeros(x.shape[0], self.hidden_size, dtype=x.dtype, device=x.device)
+            states = (zeros, zeros) if has_c else (zeros,)
+        else:
+            states = tuple(hx) if has_c else (hx,)
+            states = states if batched else tuple(s.unsqueeze(0) for s in states)
+            if any(s.dim() != 2 for s in states):  # a batched hx for an unbatched input
+                bad = next(s for s in states if s.dim() != 2)
+                raise RuntimeError(f"hidden0 has inconsistent hidden_size: got "
+                                   f"{bad.shape[1]}, expected {self.hidden_size}")
+        self._check(x, states, dtype)
+        save = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *states, *weights))
+        h, c = _CellFunction.apply(self._spec.cell, self._backend, save, list(self._args),
+                                   x.contiguous(), states[0].contiguous(),
+                                   states[1].contiguous() if has_c else x.new_empty(0),
+                                   *weights)
+        if not batched:
+            h, c = h.squeeze(0), (c.squeeze(0) if has_c else c)
+        return (h, c) if has_c else h
+
+
+class RNNCell(RNNCellBase):
+    """torch.nn.RNNCell on fastrnn's kernels."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", device: Any = None, dtype: Any = None, *,
+                 backend: str | None = None):
+        cell = "rnn_relu" if nonlinearity == "relu" else "rnn_tanh"
+        super().__init__(cell, input_size, hidden_size, bias, device, dtype, backend=backend)
+        self.nonlinearity = nonlinearity  # torch checks it at forward time
+
+    def forward(self, input: torch.Tensor, hx: Any = None):
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
+        if self._spec.cell.name != "rnn_" + self.nonlinearity:  # changed after construction
+            self._spec = stack_spec("rnn_" + self.nonlinearity, self.input_size,
+                                    self.hidden_size, 1, self.bias)
+        return super().forward(input, hx)
+
+
+class LSTMCell(RNNCellBase):
+    """torch.nn.LSTMCell on fastrnn's kernels; forward returns (h', c')."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 device: Any = None, dtype: Any = None, *, backend: str | None = None):
+        super().__init__("lstm", input_size, hidden_size, bias, device, dtype, backend=backend)
+
+
+class GRUCell(RNNCellBase):
+    """torch.nn.GRUCell on fastrnn's kernels."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 device: Any = None, dtype: Any = None, *, backend: str | None = None):
+        super().__init__("gru", input_size, hidden_size, bias, device, dtype, backend=backend)
+
+
+class LayerNormLSTMCell(RNNCellBase):
+    """One step of :class:`LayerNormLSTM` (its equations and parameter names, without the
+    layer suffix); forward returns (h', c')."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 device: Any = None, dtype: Any = None, *, backend: str | None = None):
+        super().__init__("layernorm_lstm", input_size, hidden_size, bias, device, dtype,
+                         backend=backend)
+
+
+class LayerNormGRUCell(RNNCellBase):
+    """One step of :class:`LayerNormGRU`."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 device: Any = None, dtype: Any = None, *, backend: str | None = None):
+        super().__init__("layernorm_gru", input_size, hidden_size, bias, device, dtype,
+                         backend=backend)
+
+
 class patch:
-    """Swap torch.nn.LSTM / GRU / RNN for fastrnn's.
+    """Swap torch.nn.LSTM / GRU / RNN and LSTMCell / GRUCell / RNNCell for fastrnn's.
 
     As a plain call, ``fastrnn.torch.patch()`` swaps them until ``.undo()``; as a context
     manager, ``with fastrnn.torch.patch(): ...`` restores torch.nn's classes on exit.
@@ -442,7 +636,8 @@ class patch:
 
     def __init__(self, backend: str | None = None):
         self._saved = {name: getattr(torch.nn, name) for name in _TORCH_CLASSES}
-        for name, cls in (("LSTM", LSTM), ("GRU", GRU), ("RNN", RNN)):
+        for name in _TORCH_CLASSES:
+            cls = globals()[name]
             if backend is not None:
                 cls = type(cls.__name__, (cls,), {"__init__": _with_backend(cls, backend),
                                                   "__module__": __name__})

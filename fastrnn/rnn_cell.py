@@ -1,0 +1,249 @@
+"""Single-step NumPy cells: :class:`RNNCell`, :class:`LSTMCell`, :class:`GRUCell`,
+:class:`LayerNormLSTMCell`, :class:`LayerNormGRUCell`.
+
+torch.nn's cell arguments and parameter names (``weight_ih``, ``weight_hh``, ``bias_ih``,
+``bias_hh``; the LayerNorm cells add ``ln_ih_weight``, ``ln_hh_weight`` and, for the LSTM,
+``ln_c_weight``, ``ln_c_bias``). A step is the layer kernel over one time step: the same cell
+spec, driver and time loop as the layers, so a cell and a layer cannot drift apart.
+
+The tape (how a decoder's steps are replayed): in training every forward pushes its step's
+context on this thread's tape, a stack; every backward pops the newest. A decoder calls
+forward for steps 1..T and backward for T..1, each with the gradient reaching that step's
+output plus what flowed back from the step after it (the returned dh, dc): exact BPTT through
+the loop, and each step's saved buffers are freed as soon as its backward ran. Steps whose
+backward is never called (a sequence abandoned, sampling in training mode) are dropped by
+:meth:`RNNCellBase.reset_tape`; in eval mode nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from . import backends
+from .rnn import _to_numpy, stack_spec
+
+
+class RNNCellBase:
+    """One step of any cell of :mod:`fastrnn.cells` (use the named subclasses)."""
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, bias: bool = True, *,
+                 dtype: Any = np.float32, backend: str | None = None,
+                 seed: int | None = None):
+        self.spec = stack_spec(cell, input_size, hidden_size, 1, bias)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        self._backend = backends.get(backend)
+        self.training = True
+        #: kernel argument -> parameter name (the layer's without its "_l0")
+        self._names = {arg: name.removesuffix("_l0")
+                       for arg, (name, _) in self.spec.layer_parameters(0, 0).items()}
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(hidden_size)
+        norms = {arg: self.spec.cell.initial_norm(arg) for arg, _ in self.spec.cell.norms}
+        self.params: dict[str, np.ndarray] = {}
+        for arg, (_, shape) in self.spec.layer_parameters(0, 0).items():
+            self.params[self._names[arg]] = (
+                np.full(shape, norms[arg], self.dtype) if arg in norms
+                else rng.uniform(-bound, bound, size=shape).astype(self.dtype))
+        self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        self._local = threading.local()
+        self._grads_lock = threading.Lock()
+
+    cell = property(lambda self: self.spec.cell.name)
+    input_size = property(lambda self: self.spec.input_size)
+    hidden_size = property(lambda self: self.spec.hidden_size)
+    bias = property(lambda self: self.spec.bias)
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    @backend.setter
+    def backend(self, name: str | None) -> None:
+        self._backend = backends.get(name)
+
+    def train(self, mode: bool = True) -> RNNCellBase:
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> RNNCellBase:
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for grad in self.grads.values():
+            grad.fill(0)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy `state` (arrays or torch tensors, torch.nn's cell names) into the parameters."""
+        if set(state) != set(self.params):
+            raise KeyError(f"state_dict does not match {self!r}: missing "
+                           f"{sorted(set(self.params) - set(state))}, unexpected "
+                           f"{sorted(set(state) - set(self.params))}")
+        values = {name: _to_numpy(state[name]) for name in self.params}
+        for name, value in values.items():
+            if value.shape != self.params[name].shape:
+                raise ValueError(f"state_dict[{name!r}] has shape {value.shape}, expected "
+                                 f"{self.params[name].shape}")
+        for name, value in values.items():
+            self.params[name][...] = value
+
+    def __repr__(self) -> str:
+        extra = "" if self.bias else ", bias=False"
+        extra += "".join(f", {k}={v!r}" for k, v in self.spec.cell.torch_args if v != "tanh")
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
+                f"backend={self.backend!r})")
+
+    # ---------------------------------------------------------------- the tape
+
+    def _tape(self) -> list:
+        if not hasattr(self._local, "tape"):
+            self._local.tape = []
+        return self._local.tape
+
+    @property
+    def recorded_steps(self) -> int:
+        """Steps of this thread waiting for their backward."""
+        return len(self._tape())
+
+    def reset_tape(self) -> None:
+        """Forget this thread's recorded steps (their backward will not be called)."""
+        self._tape().clear()
+
+    # ---------------------------------------------------------------- one step
+
+    def _array(self, value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        value = _to_numpy(value)
+        if value.dtype != self.dtype:
+            raise TypeError(f"{name} has dtype {value.dtype}, expected {self.dtype} (the "
+                            "cell's parameters)")
+        if value.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
+        return np.ascontiguousarray(value)
+
+    def _states(self, hx: Any, B: int, unbatched: bool, prefix: str = "") -> list:
+        """The cell's states as [B,H] arrays from hx (None: zeros)."""
+        names = self.spec.cell.states
+        shape = (self.hidden_size,) if unbatched else (B, self.hidden_size)
+        if hx is None:
+            return [np.zeros((B, self.hidden_size), self.dtype) for _ in names]
+        if len(names) > 1:
+            if not isinstance(hx, (tuple, list)) or len(hx) != len(names):
+                raise ValueError(f"{prefix}hx for {type(self).__name__} must be a tuple "
+                                 f"({', '.join(prefix + n for n in names)}) or None")
+        elif isinstance(hx, (tuple, list)):
+            raise ValueError(f"{prefix}hx for {type(self).__name__} must be one array")
+        else:
+            hx = (hx,)
+        return [self._array(v, prefix + n, shape).reshape(B, self.hidden_size)
+                for v, n in zip(hx, names, strict=True)]
+
+    def __call__(self, x: Any, hx: Any = None):
+        return self.forward(x, hx)
+
+    def forward(self, x: Any, hx: Any = None):
+        """One step. x: (B, input_size) or unbatched (input_size,); hx: h (LSTM: (h, c)) of
+        shape (B, hidden_size) or (hidden_size,), or None for zeros. Returns h' (LSTM:
+        (h', c')) like hx. In training the step joins this thread's tape."""
+        x = _to_numpy(x)
+        if x.ndim not in (1, 2):
+            raise ValueError(f"x must be 2-d (B, input_size) or 1-d unbatched, got shape "
+                             f"{x.shape}")
+        unbatched = x.ndim == 1
+        B = 1 if unbatched else x.shape[0]
+        x = self._array(x, "x", (self.input_size,) if unbatched else (B, self.input_size))
+        states = self._states(hx, B, unbatched)
+        p = {arg: self.params[name] for arg, name in self._names.items()}
+        out = self._backend.forward(
+            self.spec.cell, x.reshape(1, B, self.input_size), p["w_ih"], p["w_hh"],
+            p.get("b_ih"), p.get("b_hh"), *states,
+            norms=tuple(p[arg] for arg, _ in self.spec.cell.norms), training=self.training)
+        if self.training:
+            self._tape().append((out.ctx, unbatched, B))
+        new = [s[0] if unbatched else s for s in (out.h_n, out.c_n)[:len(states)]]
+        return new[0] if len(new) == 1 else tuple(new)
+
+    def backward(self, dh: Any, dc: Any = None):
+        """Backward of this thread's newest recorded step: dh (and dc for the LSTM; None:
+        zeros) is the gradient reaching its h' (c'). Gradients accumulate in ``self.grads``.
+        Returns (dx, dhx) shaped like the step's x and hx (LSTM: dhx = (dh, dc))."""
+        tape = self._tape()
+        if not tape:
+            raise RuntimeError(f"{type(self).__name__}.backward() has no recorded step: every "
+                               "backward needs its own forward in training mode, on this "
+                               "thread (backward runs the steps newest first)")
+        ctx, unbatched, B = tape[-1]
+        shape = (self.hidden_size,) if unbatched else (B, self.hidden_size)
+        dh = self._array(dh, "dh", shape).reshape(1, B, self.hidden_size)
+        if dc is not None:
+            if "c" not in self.spec.cell.states:
+                raise ValueError(f"dc is only defined for cells with a cell state, not "
+                                 f"{self.cell}")
+            dc = self._array(dc, "dc", shape).reshape(B, self.hidden_size)
+        tape.pop()
+        g = self._backend.backward(dh, None, dc, ctx)
+        with self._grads_lock:
+            for arg, name in self._names.items():
+                self.grads[name] += g.of(arg, self.spec.cell)
+        dx = g.dx[0, 0] if unbatched else g.dx[0]
+        dstates = [s[0] if unbatched else s for s in (g.dh0, g.dc0)[:len(self.spec.cell.states)]]
+        return dx, dstates[0] if len(dstates) == 1 else tuple(dstates)
+
+
+class RNNCell(RNNCellBase):
+    """Elman cell, h' = act(W_ih x + b_ih + W_hh h + b_hh) (torch.nn.RNNCell)."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", *, dtype: Any = np.float32,
+                 backend: str | None = None, seed: int | None = None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__("rnn_" + nonlinearity, input_size, hidden_size, bias, dtype=dtype,
+                         backend=backend, seed=seed)
+
+
+class LSTMCell(RNNCellBase):
+    """LSTM cell (torch.nn.LSTMCell); forward returns (h', c')."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
+                 dtype: Any = np.float32, backend: str | None = None,
+                 seed: int | None = None):
+        super().__init__("lstm", input_size, hidden_size, bias, dtype=dtype, backend=backend,
+                         seed=seed)
+
+
+class GRUCell(RNNCellBase):
+    """GRU cell (torch.nn.GRUCell)."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
+                 dtype: Any = np.float32, backend: str | None = None,
+                 seed: int | None = None):
+        super().__init__("gru", input_size, hidden_size, bias, dtype=dtype, backend=backend,
+                         seed=seed)
+
+
+class LayerNormLSTMCell(RNNCellBase):
+    """One step of :class:`fastrnn.LayerNormLSTM`; forward returns (h', c')."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
+                 dtype: Any = np.float32, backend: str | None = None,
+                 seed: int | None = None):
+        super().__init__("layernorm_lstm", input_size, hidden_size, bias, dtype=dtype,
+                         backend=backend, seed=seed)
+
+
+class LayerNormGRUCell(RNNCellBase):
+    """One step of :class:`fastrnn.LayerNormGRU`."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
+                 dtype: Any = np.float32, backend: str | None = None,
+                 seed: int | None = None):
+        super().__init__("layernorm_gru", input_size, hidden_size, bias, dtype=dtype,
+                         backend=backend, seed=seed)

@@ -1,0 +1,245 @@
+"""Single-step cells: fastrnn.RNNCell / LSTMCell / GRUCell / LayerNorm*Cell (NumPy) and
+fastrnn.torch's cells, against torch.nn's cells and against the layers over T steps.
+
+Tolerances: float64, rtol 1e-10 against torch.nn's cells and against the layer kernels.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import backends
+
+BACKENDS = [name for name, (ok, _) in backends.available().items() if ok]
+#: NumPy cell class -> (the layer's cell name, constructor extras)
+CELLS = {"RNNCell": ("rnn_tanh", {}), "RNNCell-relu": ("rnn_relu", {"nonlinearity": "relu"}),
+         "LSTMCell": ("lstm", {}), "GRUCell": ("gru", {}),
+         "LayerNormLSTMCell": ("layernorm_lstm", {}), "LayerNormGRUCell": ("layernorm_gru", {})}
+
+
+def make_cell(kind, I, H, backend, bias=True, seed=0):
+    cls = getattr(fastrnn, kind.split("-")[0])
+    cell = cls(I, H, bias, **CELLS[kind][1], dtype=np.float64, backend=backend, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    for name, p in cell.params.items():  # gains and shifts away from 1 and 0 too
+        if name.startswith("ln_"):
+            p += rng.uniform(-0.5, 0.5, p.shape)
+    return cell
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", list(CELLS))
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_loop_of_cell_steps_equals_the_layer_through_bptt(kind, backend, bias):
+    """T steps of the cell = the layer over T steps: outputs, final state, and through the
+    tape (backward newest step first) dx, dh0 (dc0) and every parameter's gradient."""
+    T, B, I, H = 5, 3, 4, 6
+    cell = make_cell(kind, I, H, backend, bias)
+    layer = fastrnn.RNNBase(CELLS[kind][0], I, H, bias=bias, dtype=np.float64,
+                            backend=backend)
+    layer.load_state_dict({f"{n}_l0": p for n, p in cell.params.items()})
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((T, B, I))
+    has_c = "c" in cell.spec.cell.states
+    h0 = rng.standard_normal((B, H))
+    c0 = rng.standard_normal((B, H))
+    y, states = layer(x, (h0[None], c0[None]) if has_c else h0[None])
+    state = (h0, c0) if has_c else h0
+    ys = []
+    for t in range(T):
+        state = cell(x[t], state)
+        ys.append(state[0] if has_c else state)
+    np.testing.assert_allclose(np.stack(ys), y, rtol=1e-10, atol=1e-12)
+    h_n = states[0] if has_c else states
+    np.testing.assert_allclose(ys[-1], h_n[0], rtol=1e-10, atol=1e-12)
+    assert cell.recorded_steps == T
+
+    dy = rng.standard_normal((T, B, H))
+    dh_n = rng.standard_normal((B, H))
+    dc_n = rng.standard_normal((B, H))
+    dx_layer, dstates = layer.backward(dy, (dh_n[None], dc_n[None]) if has_c else dh_n[None])
+    dh, dc = dh_n, dc_n
+    dxs = [None] * T
+    for t in reversed(range(T)):
+        dxs[t], dstate = cell.backward(dh + dy[t], dc if has_c else None)
+        dh, dc = dstate if has_c else (dstate, None)
+    assert cell.recorded_steps == 0
+    np.testing.assert_allclose(np.stack(dxs), dx_layer, rtol=1e-10, atol=1e-12)
+    dh0_layer = dstates[0] if has_c else dstates
+    np.testing.assert_allclose(dh, dh0_layer[0], rtol=1e-10, atol=1e-12)
+    if has_c:
+        np.testing.assert_allclose(dc, dstates[1][0], rtol=1e-10, atol=1e-12)
+    for name, g in cell.grads.items():
+        np.testing.assert_allclose(g, layer.grads[f"{name}_l0"], rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+
+
+def test_tape_rules():
+    cell = fastrnn.GRUCell(3, 4, seed=0, dtype=np.float64)
+    with pytest.raises(RuntimeError, match="no recorded step"):
+        cell.backward(np.zeros((2, 4)))
+    h = cell(np.ones((2, 3)))
+    cell(np.ones((2, 3)), h)
+    assert cell.recorded_steps == 2
+    with pytest.raises(ValueError, match=r"dh must have shape \(2, 4\)"):
+        cell.backward(np.zeros((3, 4)))
+    assert cell.recorded_steps == 2  # a refused backward consumes nothing
+    cell.reset_tape()
+    assert cell.recorded_steps == 0
+    cell.eval()
+    cell(np.ones(3))
+    assert cell.recorded_steps == 0  # nothing recorded in eval mode
+    cell.train()
+    seen = []
+
+    def other_thread():  # each thread has its own tape
+        seen.append(cell.recorded_steps)
+
+    cell(np.ones(3))
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join()
+    assert seen == [0] and cell.recorded_steps == 1
+    dx, dh = cell.backward(np.ones(4))  # unbatched in, unbatched out
+    assert dx.shape == (3,) and dh.shape == (4,)
+
+
+def test_bad_input_gets_clear_errors():
+    cell = fastrnn.LSTMCell(3, 4, dtype=np.float64)
+    for args, error, message in [
+        ((np.ones((2, 2, 3)),), ValueError, "x must be 2-d"),
+        ((np.ones((2, 5)),), ValueError, r"x must have shape \(2, 3\)"),
+        ((np.ones((2, 3), np.float32),), TypeError, "x has dtype float32"),
+        ((np.ones((2, 3)), np.ones((2, 4))), ValueError, "must be a tuple"),
+        ((np.ones((2, 3)), (np.ones((2, 4)), np.ones((3, 4)))), ValueError,
+         r"c must have shape \(2, 4\)"),
+    ]:
+        with pytest.raises(error, match=message):
+            cell(*args)
+    with pytest.raises(ValueError, match="nonlinearity"):
+        fastrnn.RNNCell(3, 4, nonlinearity="sigmoid")
+    with pytest.raises(ValueError, match="dc is only defined"):
+        gru = fastrnn.GRUCell(3, 4, dtype=np.float64)
+        gru(np.ones((1, 3)))
+        gru.backward(np.ones((1, 4)), np.ones((1, 4)))
+
+
+# ---------------------------------------------------------------- against torch.nn
+
+
+torch = pytest.importorskip("torch")
+TORCH = {"RNNCell": ("RNNCell", {}), "RNNCell-relu": ("RNNCell", {"nonlinearity": "relu"}),
+         "LSTMCell": ("LSTMCell", {}), "GRUCell": ("GRUCell", {})}
+
+
+def run(cell, x, hx, has_c, seed):
+    """Two steps of a torch-style cell and a loss on both; returns named tensors."""
+    g = torch.Generator().manual_seed(seed)
+    out1 = cell(x, hx)
+    out2 = cell(x * 0.5, out1)
+    hs = [*(out1 if has_c else (out1,)), *(out2 if has_c else (out2,))]
+    loss = sum((h * torch.randn(h.shape, generator=g, dtype=h.dtype)).sum() for h in hs)
+    loss.backward()
+    res = {f"out{i}": h for i, h in enumerate(hs)}
+    res["x.grad"] = x.grad
+    res.update({f"{n}.grad": p.grad for n, p in cell.named_parameters()})
+    return res
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", list(TORCH))
+@pytest.mark.parametrize("form", ["batched", "unbatched", "no-hx"])
+def test_fastrnn_torch_cells_equal_torch_nn(kind, backend, form):
+    import fastrnn.torch as ft
+
+    name, extra = TORCH[kind]
+    torch.manual_seed(0)
+    theirs = getattr(torch.nn, name)(3, 5, **extra, dtype=torch.float64)
+    torch.manual_seed(0)
+    ours = getattr(ft, name)(3, 5, **extra, dtype=torch.float64, backend=backend)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters(),
+                                                  strict=True))
+    has_c = name == "LSTMCell"
+    results = []
+    for cell in (theirs, ours):
+        g = torch.Generator().manual_seed(1)
+        lead = () if form == "unbatched" else (4,)
+        x = torch.randn(*lead, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        h = torch.randn(*lead, 5, generator=g, dtype=torch.float64, requires_grad=True)
+        c = torch.randn(*lead, 5, generator=g, dtype=torch.float64, requires_grad=True)
+        hx = None if form == "no-hx" else ((h, c) if has_c else h)
+        res = run(cell, x, hx, has_c, 2)
+        if hx is not None:
+            res["h.grad"] = h.grad
+            if has_c:
+                res["c.grad"] = c.grad
+        results.append(res)
+    assert results[0].keys() == results[1].keys()
+    for key, want in results[0].items():
+        got = results[1][key]
+        assert got.shape == want.shape and got.dtype == want.dtype, key
+        np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-10,
+                                   atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_fastrnn_torch_cells_raise_what_torch_raises(name):
+    import fastrnn.torch as ft
+
+    theirs, ours = getattr(torch.nn, name)(4, 5), getattr(ft, name)(4, 5)
+    has_c = name == "LSTMCell"
+
+    def hx(*shape):
+        return (torch.randn(*shape), torch.randn(*shape)) if has_c else torch.randn(*shape)
+
+    cases = [
+        (torch.randn(2, 2, 4), None),  # 3-d input
+        (torch.randn(2, 3), None),  # wrong input size
+        (torch.randn(2, 4), hx(3, 5)),  # batch mismatch
+        (torch.randn(2, 4), hx(2, 6)),  # wrong hidden size
+        (torch.randn(4), hx(2, 5)),  # unbatched input, batched hx
+        (torch.randn(2, 4).double(), None),  # dtype differs from the weights
+        (torch.randn(2, 4), hx(1, 2, 5)),  # 3-d hx
+    ]
+    for args in cases:
+        with pytest.raises(Exception) as want:
+            theirs(*args)
+        with pytest.raises(want.type):
+            ours(*args)
+    with pytest.raises(TypeError):
+        torch.nn.RNNCell(4.0, 5)
+    with pytest.raises(TypeError):
+        ft.RNNCell(4.0, 5)
+    bad_theirs, bad_ours = torch.nn.RNNCell(4, 5, nonlinearity="x"), ft.RNNCell(4, 5,
+                                                                                nonlinearity="x")
+    for cell in (bad_theirs, bad_ours):
+        with pytest.raises(RuntimeError, match="Unknown nonlinearity: x"):
+            cell(torch.randn(2, 4))
+
+
+def test_patch_swaps_the_cells_too():
+    import fastrnn.torch as ft
+
+    with ft.patch():
+        assert torch.nn.LSTMCell is ft.LSTMCell and torch.nn.GRUCell is ft.GRUCell
+        assert isinstance(torch.nn.RNNCell(2, 3), ft.RNNCell)
+    assert torch.nn.LSTMCell is not ft.LSTMCell
+
+
+def test_layernorm_cells_in_torch_equal_the_numpy_cells():
+    import fastrnn.torch as ft
+
+    for name in ("LayerNormLSTMCell", "LayerNormGRUCell"):
+        torch.manual_seed(0)
+        ours = getattr(ft, name)(3, 5, dtype=torch.float64)
+        ref = getattr(fastrnn, name)(3, 5, dtype=np.float64)
+        ref.load_state_dict(ours.state_dict())
+        x = np.random.default_rng(0).standard_normal((2, 3))
+        out = ours(torch.from_numpy(x))
+        want = ref(x)
+        got = out[0] if isinstance(out, tuple) else out
+        want = want[0] if isinstance(want, tuple) else want
+        np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-12)
