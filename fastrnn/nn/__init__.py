@@ -1,11 +1,12 @@
 """The model API: layers with forward/backward, named parameters and gradients, and losses."""
 
 from . import init
+from .attention import Attention
 from .layers import Dropout, Embedding, LayerNorm, Linear, ReLU, Sequential, Sigmoid, Tanh
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .module import Module
 from .recurrent import Recurrent
 
-__all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss", "Dropout", "Embedding", "LayerNorm",
-           "Linear", "MSELoss", "Module", "ReLU", "Recurrent", "Sequential", "Sigmoid", "Tanh",
-           "init"]
+__all__ = ["Attention", "BCEWithLogitsLoss", "CrossEntropyLoss", "Dropout", "Embedding",
+           "LayerNorm", "Linear", "MSELoss", "Module", "ReLU", "Recurrent", "Sequential",
+           "Sigmoid", "Tanh", "init"]
