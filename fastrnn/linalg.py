@@ -7,7 +7,7 @@ run on the OpenMP team), the pools fought over the cores (DESIGN.md). :func:`mat
 large product as a :func:`fastrnn.parallel.run` region instead: its rows split into one shard
 per core, each a single-threaded NumPy product (which releases the GIL) on the OpenMP team,
 so no BLAS pool wakes up (char-LM LSTM step on 2 cores: 104 ms with products on a
-2-thread BLAS, 52 ms so). Smaller products run directly: OpenBLAS keeps them on one
+2-thread BLAS, 52 ms so). Smaller products run on the calling thread with BLAS at one
 thread.
 """
 
@@ -17,10 +17,15 @@ import numpy as np
 
 from . import parallel
 
-#: a product is split over the cores from this many multiply-adds on (OpenBLAS's own threshold
-#: for going multi-threaded, 65536 x GEMM_MULTITHREAD_THRESHOLD 4: below it a product runs on
-#: one thread anyway), in shards of at least MIN_SHARD_ROWS rows of the result
-MIN_SPLIT_MACS = 1 << 18
+#: OpenBLAS's own threshold for going multi-threaded (65536 x GEMM_MULTITHREAD_THRESHOLD 4):
+#: below it a product runs on one thread anyway
+BLAS_THREADS_MACS = 1 << 18
+#: a product is split over the cores from this many multiply-adds on, in shards of at least
+#: MIN_SHARD_ROWS rows of the result; between BLAS_THREADS_MACS and this it runs with BLAS at
+#: one thread: a region's start costs more than it saves there, and a BLAS pool woken for it
+#: spins against the kernels afterwards (a seq2seq training batch, whose attention makes
+#: products of 1M multiply-adds at every decoder step: 122 ms, 58 ms with them on one thread)
+MIN_SPLIT_MACS = 1 << 22
 MIN_SHARD_ROWS = 16
 
 
@@ -32,9 +37,12 @@ def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False,
     b = b.T if trans_b else b
     M, K = a.shape
     N = b.shape[1]
+    work = M * N * K
     shards = parallel.shards(M, parallel.cores(), MIN_SHARD_ROWS) \
-        if M * N * K >= MIN_SPLIT_MACS else [(0, M)]
+        if work >= MIN_SPLIT_MACS else [(0, M)]
     if len(shards) == 1:
+        if work >= BLAS_THREADS_MACS:
+            return parallel.single_threaded(lambda: np.ascontiguousarray(a @ b))
         return np.ascontiguousarray(a @ b)
     out = np.empty((M, N), np.result_type(a, b))
     parallel.run([lambda lo=lo, hi=hi: np.matmul(a[lo:hi], b, out=out[lo:hi])

@@ -98,6 +98,25 @@ def run(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
                 c.set_num_threads(n)
 
 
+def single_threaded(task: Callable[[], Any]) -> Any:
+    """task() with every BLAS at one thread, for a call too small to gain from BLAS's own
+    threads: waking a BLAS pool costs more than it saves there, and its workers keep spinning
+    afterwards, taking a core from the next product of the other BLAS (NumPy's or SciPy's).
+    Inside a region BLAS is at one thread already."""
+    if getattr(_local, "inside", False) or cores() == 1:
+        return task()
+    with _lock:
+        blas = _blas_controllers()
+        saved = [c.num_threads for c in blas]
+        for c in blas:
+            c.set_num_threads(1)
+        try:
+            return _inside(task)
+        finally:
+            for c, n in zip(blas, saved, strict=True):
+                c.set_num_threads(n)
+
+
 def _run_team(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
     """The tasks on the OpenMP team, task 0 on the calling thread; the first error re-raised."""
     results: list[Any] = [None] * len(tasks)

@@ -214,6 +214,21 @@ def test_classify_example_reaches_its_accuracy():
     assert accuracy >= classify.TARGET_ACCURACY and not math.isnan(accuracy)
 
 
+def test_seq2seq_example_quick_mode_reaches_its_bar(tmp_path, capsys):
+    """`examples/seq2seq.py --quick`: date normalisation after about 20 s of training, test
+    dates never seen in training, exact match over its quick bar; the heat-map is a PNG."""
+    seq2seq = load_example("seq2seq")
+    train, val, test = seq2seq.make_splits(0)
+    dates = [{iso for _, iso in part} for part in (train, val, test)]
+    assert not (dates[0] & dates[2]) and not (dates[0] & dates[1])  # split by date
+    plot = tmp_path / "attention.png"
+    assert seq2seq.main(["--quick", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    accuracy = float(out.split("test exact match ")[1].split("%")[0]) / 100
+    assert accuracy >= seq2seq.QUICK_ACCURACY
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_examples_dir_has_no_stray_outputs():
     assert not any(p.suffix in (".png", ".npz") for p in (ROOT / "examples").iterdir())
     assert os.access(ROOT / "examples" / "forecast.py", os.R_OK)

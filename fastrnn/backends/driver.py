@@ -176,7 +176,8 @@ class Driver:
     backward) over one backend's time loops and products."""
 
     def __init__(self, loops: Mapping[str, TimeLoop], products: Products,
-                 min_part_rows: int = 8, min_part_columns: int = 384, min_part_work: int = 0):
+                 min_part_rows: int = 8, min_part_columns: int = 384, min_part_work: int = 0,
+                 single_thread_work: int = 1 << 25):
         self.loops = dict(loops)
         self.products = products
         #: a part gets at least this many rows: below it a step's products are too small
@@ -189,6 +190,11 @@ class Driver:
         #: (T * its rows * G * (I + Hp)): below it, handing parts to threads costs more than
         #: it gains; a single step (T=1) is faster in one part at every size measured
         self.min_part_work = min_part_work
+        #: a call in one part with fewer forward multiply-adds than this runs with BLAS at
+        #: one thread (host backends): a decoder's step (LSTM/GRU cell B=64 H=128 beside
+        #: NumPy attention) spent most of its time with NumPy's and SciPy's BLAS pools spinning
+        #: against each other (a seq2seq training batch: 463 ms, 62 ms with BLAS at 1 thread)
+        self.single_thread_work = single_thread_work
 
     def supports(self, cell: Cell) -> bool:
         """Whether this backend has the cell's time loops."""
@@ -196,9 +202,12 @@ class Driver:
 
     # ------------------------------------------------------------------ helpers
 
-    def _run(self, parts: int, one: Callable[[int], Any]) -> list:
-        """one(p) for every part, concurrently when there are several."""
+    def _run(self, parts: int, one: Callable[[int], Any], work: int) -> list:
+        """one(p) for every part, concurrently when there are several; a single small part
+        with BLAS at one thread (`work`: the call's forward multiply-adds)."""
         if parts == 1:
+            if self.products.splits_batch and work < self.single_thread_work:
+                return [parallel.single_threaded(lambda: one(0))]
             return [one(0)]
         return parallel.run([lambda p=p: one(p) for p in range(parts)])
 
@@ -316,7 +325,7 @@ class Driver:
                          training, cell.relu, y, h_prev, buffers)
             return y, own, _Part(xp, plan.active[p], steps, h_prev, buffers, x_hat, x_rstd)
 
-        results = self._run(parts, one)
+        results = self._run(parts, one, T * B * G * (x.shape[2] + Hp))
         y = plan.scatter([r[0] for r in results], 1)
         states_n = tuple(P.output(plan.scatter([r[1][i] for r in results], 0), host)
                          for i in range(len(states)))
@@ -353,7 +362,8 @@ class Driver:
                           dh_out, grads)
             return self._param_grads(cell, saved, part, dg_in, dg_rec, dh_out, grads), own
 
-        results = self._run(plan.parts, one)
+        work = 2 * int(np.prod(dy.shape[:2])) * G * (saved.w_ih.shape[1] + Hp)
+        results = self._run(plan.parts, one, work)
         dx = plan.scatter([r[0][0] for r in results], 1)
         dstates0 = tuple(P.output(plan.scatter([r[1][i] for r in results], 0), saved.host)
                          for i in range(len(dstates)))

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..linalg import matmul
 from . import init
 from .module import Module
 
@@ -70,7 +71,11 @@ class Attention(Module):
                              f"{mask.dtype} {mask.shape}")
         if not mask.any(axis=1).all():
             raise ValueError("every source needs at least one real position in mask")
-        projected = keys @ self.params["w_key"].T if self.kind == "additive" else None
+        projected = None
+        if self.kind == "additive":
+            B, S, K = keys.shape
+            projected = matmul(keys.reshape(B * S, K), self.params["w_key"],
+                               trans_b=True).reshape(B, S, -1)
         self._source = (keys, mask, projected)
         self._d_keys = np.zeros_like(keys)
         self._d_projected = None if projected is None else np.zeros_like(projected)
@@ -84,8 +89,8 @@ class Attention(Module):
         if self.kind == "additive":
             B, S, A = self._d_projected.shape
             dp = self._d_projected.reshape(B * S, A)
-            self.grads["w_key"] += dp.T @ keys.reshape(B * S, -1)
-            d_keys += (dp @ self.params["w_key"]).reshape(keys.shape)
+            self.grads["w_key"] += matmul(dp, keys.reshape(B * S, -1), trans_a=True)
+            d_keys += matmul(dp, self.params["w_key"]).reshape(keys.shape)
         self._d_keys[...] = 0
         if self._d_projected is not None:
             self._d_projected[...] = 0
@@ -101,17 +106,19 @@ class Attention(Module):
             raise ValueError(f"query must have shape ({keys.shape[0]}, {self.query_size}), "
                              f"got {query.shape}")
         e = None
+        B, S, K = keys.shape
         if self.kind == "additive":
-            e = np.tanh(projected + (query @ self.params["w_query"].T)[:, None, :])
-            scores = e @ self.params["v"]
+            e = projected + matmul(query, self.params["w_query"], trans_b=True)[:, None, :]
+            np.tanh(e, out=e)
+            scores = matmul(e.reshape(B * S, -1), self.params["v"][:, None]).reshape(B, S)
         else:
-            q = query if self.kind == "dot" else query @ self.params["w"].T
-            scores = np.einsum("bsk,bk->bs", keys, q)
+            q = query if self.kind == "dot" else matmul(query, self.params["w"], trans_b=True)
+            scores = np.matmul(keys, q[:, :, None])[:, :, 0]
         scores = np.where(mask, scores, -np.inf)
         scores -= scores.max(axis=1, keepdims=True)
         weights = np.exp(scores)
         weights /= weights.sum(axis=1, keepdims=True)
-        context = np.einsum("bs,bsk->bk", weights, keys)
+        context = np.matmul(weights[:, None, :], keys)[:, 0]
         if self.training:
             self._tape.append((query, weights, e))
         return context, weights
@@ -127,25 +134,30 @@ class Attention(Module):
                                "needs its own forward in training mode (newest first)")
         query, weights, e = self._tape.pop()
         self._d_keys += weights[:, :, None] * d_context[:, None, :]
-        dw = np.einsum("bk,bsk->bs", d_context, keys)
+        dw = np.matmul(keys, d_context[:, :, None])[:, :, 0]
         if d_weights is not None:
             dw = dw + d_weights
         d_scores = weights * (dw - (dw * weights).sum(axis=1, keepdims=True))
         d_scores = np.where(mask, d_scores, 0)
+        B, S, _ = keys.shape
         if self.kind == "additive":
-            self.grads["v"] += np.einsum("bs,bsa->a", d_scores, e)
-            d_pre = d_scores[:, :, None] * self.params["v"] * (1 - e * e)  # [B,S,A]
+            A = e.shape[2]
+            self.grads["v"] += matmul(d_scores.reshape(1, B * S), e.reshape(B * S, A))[0]
+            d_pre = e * e  # becomes d(score) v (1 - e^2), [B,S,A]
+            np.subtract(1, d_pre, out=d_pre)
+            d_pre *= self.params["v"]
+            d_pre *= d_scores[:, :, None]
             self._d_projected += d_pre
             d_q_proj = d_pre.sum(axis=1)  # [B,A]
-            self.grads["w_query"] += d_q_proj.T @ query
-            return d_q_proj @ self.params["w_query"]
-        d_q = np.einsum("bs,bsk->bk", d_scores, keys)
-        self._d_keys += d_scores[:, :, None] * (query if self.kind == "dot"
-                                                else query @ self.params["w"].T)[:, None, :]
+            self.grads["w_query"] += matmul(d_q_proj, query, trans_a=True)
+            return matmul(d_q_proj, self.params["w_query"])
+        d_q = np.matmul(d_scores[:, None, :], keys)[:, 0]
+        q = query if self.kind == "dot" else matmul(query, self.params["w"], trans_b=True)
+        self._d_keys += d_scores[:, :, None] * q[:, None, :]
         if self.kind == "dot":
             return d_q
-        self.grads["w"] += d_q.T @ query
-        return d_q @ self.params["w"]
+        self.grads["w"] += matmul(d_q, query, trans_a=True)
+        return matmul(d_q, self.params["w"])
 
     @property
     def recorded_steps(self) -> int:
