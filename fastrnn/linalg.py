@@ -17,14 +17,12 @@ import numpy as np
 
 from . import parallel
 
-#: OpenBLAS's own threshold for going multi-threaded (65536 x GEMM_MULTITHREAD_THRESHOLD 4):
-#: below it a product runs on one thread anyway
-BLAS_THREADS_MACS = 1 << 18
 #: a product is split over the cores from this many multiply-adds on, in shards of at least
-#: MIN_SHARD_ROWS rows of the result; between BLAS_THREADS_MACS and this it runs with BLAS at
-#: one thread: a region's start costs more than it saves there, and a BLAS pool woken for it
-#: spins against the kernels afterwards (a seq2seq training batch, whose attention makes
-#: products of 1M multiply-adds at every decoder step: 122 ms, 58 ms with them on one thread)
+#: MIN_SHARD_ROWS rows of the result; between parallel.BLAS_THREADS_MACS and this it runs
+#: with BLAS at one thread: a region's start costs more than it saves there, and a BLAS pool
+#: woken for it spins against the kernels afterwards (a seq2seq training batch, whose
+#: attention makes products of 1M multiply-adds at every decoder step: 122 ms, 58 ms with
+#: them on one thread)
 MIN_SPLIT_MACS = 1 << 22
 MIN_SHARD_ROWS = 16
 
@@ -41,7 +39,7 @@ def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False,
     shards = parallel.shards(M, parallel.cores(), MIN_SHARD_ROWS) \
         if work >= MIN_SPLIT_MACS else [(0, M)]
     if len(shards) == 1:
-        if work >= BLAS_THREADS_MACS:
+        if work >= parallel.BLAS_THREADS_MACS:
             return parallel.single_threaded(lambda: np.ascontiguousarray(a @ b))
         return np.ascontiguousarray(a @ b)
     out = np.empty((M, N), np.result_type(a, b))

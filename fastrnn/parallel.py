@@ -26,6 +26,10 @@ try:
 except ImportError:  # Cython extensions not built: a thread pool of our own
     _team = None
 
+#: OpenBLAS's own threshold for going multi-threaded (65536 x GEMM_MULTITHREAD_THRESHOLD 4),
+#: in multiply-adds: below it a product runs on one thread anyway
+BLAS_THREADS_MACS = 1 << 18
+
 _local = threading.local()
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None

@@ -206,7 +206,9 @@ class Driver:
         """one(p) for every part, concurrently when there are several; a single small part
         with BLAS at one thread (`work`: the call's forward multiply-adds)."""
         if parts == 1:
-            if self.products.splits_batch and work < self.single_thread_work:
+            # below BLAS_THREADS_MACS BLAS stays on one thread by itself
+            if self.products.splits_batch and parallel.BLAS_THREADS_MACS <= work < \
+                    self.single_thread_work:
                 return [parallel.single_threaded(lambda: one(0))]
             return [one(0)]
         return parallel.run([lambda p=p: one(p) for p in range(parts)])
