@@ -4,7 +4,8 @@
 torch.nn's cell arguments and parameter names (``weight_ih``, ``weight_hh``, ``bias_ih``,
 ``bias_hh``; the LayerNorm cells add ``ln_ih_weight``, ``ln_hh_weight`` and, for the LSTM,
 ``ln_c_weight``, ``ln_c_bias``). A step is the layer kernel over one time step: the same cell
-spec, driver and time loop as the layers, so a cell and a layer cannot drift apart.
+spec, time loop and products as the layers (``Backend.step_forward``: on the CPU backends
+without the batch plan a sequence call needs), so a cell and a layer cannot drift apart.
 
 The tape (how a decoder's steps are replayed): in training every forward pushes its step's
 context on this thread's tape, a stack; every backward pops the newest. A decoder calls
@@ -160,13 +161,13 @@ class RNNCellBase:
         x = self._array(x, "x", (self.input_size,) if unbatched else (B, self.input_size))
         states = self._states(hx, B, unbatched)
         p = {arg: self.params[name] for arg, name in self._names.items()}
-        out = self._backend.forward(
-            self.spec.cell, x.reshape(1, B, self.input_size), p["w_ih"], p["w_hh"],
-            p.get("b_ih"), p.get("b_hh"), *states,
-            norms=tuple(p[arg] for arg, _ in self.spec.cell.norms), training=self.training)
+        new, ctx = self._backend.step_forward(
+            self.spec.cell, x.reshape(B, self.input_size), p["w_ih"], p["w_hh"], p.get("b_ih"),
+            p.get("b_hh"), tuple(states), tuple(p[arg] for arg, _ in self.spec.cell.norms),
+            self.training)
         if self.training:
-            self._tape().append((out.ctx, unbatched, B))
-        new = [s[0] if unbatched else s for s in (out.h_n, out.c_n)[:len(states)]]
+            self._tape().append((ctx, unbatched, B))
+        new = [s[0] if unbatched else s for s in new]
         return new[0] if len(new) == 1 else tuple(new)
 
     def backward(self, dh: Any, dc: Any = None):
@@ -180,18 +181,18 @@ class RNNCellBase:
                                "thread (backward runs the steps newest first)")
         ctx, unbatched, B = tape[-1]
         shape = (self.hidden_size,) if unbatched else (B, self.hidden_size)
-        dh = self._array(dh, "dh", shape).reshape(1, B, self.hidden_size)
+        dh = self._array(dh, "dh", shape).reshape(B, self.hidden_size)
         if dc is not None:
             if "c" not in self.spec.cell.states:
                 raise ValueError(f"dc is only defined for cells with a cell state, not "
                                  f"{self.cell}")
             dc = self._array(dc, "dc", shape).reshape(B, self.hidden_size)
         tape.pop()
-        g = self._backend.backward(dh, None, dc, ctx)
+        g = self._backend.step_backward(self.spec.cell, dh, dc, ctx)
         with self._grads_lock:
             for arg, name in self._names.items():
                 self.grads[name] += g.of(arg, self.spec.cell)
-        dx = g.dx[0, 0] if unbatched else g.dx[0]
+        dx = g.dx[0] if unbatched else g.dx
         dstates = [s[0] if unbatched else s for s in (g.dh0, g.dc0)[:len(self.spec.cell.states)]]
         return dx, dstates[0] if len(dstates) == 1 else tuple(dstates)
 

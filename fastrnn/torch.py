@@ -441,28 +441,27 @@ class _CellFunction(torch.autograd.Function):
     def forward(ctx, cell, backend: backends.Backend, save: bool, args: list[str], x, h, c,
                 *weights):
         p = {arg: w.detach().numpy() for arg, w in zip(args, weights, strict=True)}
-        B = x.shape[0]
         states = (h.detach().numpy(),) + ((c.detach().numpy(),) if c.numel() else ())
-        out = backend.forward(cell, x.detach().numpy().reshape(1, B, -1), p["w_ih"],
-                              p["w_hh"], p.get("b_ih"), p.get("b_hh"), *states,
-                              norms=tuple(p[a] for a, _ in cell.norms), training=save)
-        ctx.kernel, ctx.cell, ctx.backend, ctx.args = out.ctx, cell, backend, args
+        new, kernel = backend.step_forward(cell, x.detach().numpy(), p["w_ih"], p["w_hh"],
+                                           p.get("b_ih"), p.get("b_hh"), states,
+                                           tuple(p[a] for a, _ in cell.norms), save)
+        ctx.kernel, ctx.cell, ctx.backend, ctx.args = kernel, cell, backend, args
         if save:
             ctx.save_for_backward(*weights)  # torch refuses backward if they change in place
-        c_out = x.new_empty(0) if out.c_n is None else torch.from_numpy(out.c_n)
-        if out.c_n is None:
+        c_out = torch.from_numpy(new[1]) if len(new) > 1 else x.new_empty(0)
+        if len(new) == 1:
             ctx.mark_non_differentiable(c_out)
-        return torch.from_numpy(out.h_n), c_out
+        return torch.from_numpy(new[0]), c_out
 
     @staticmethod
     def backward(ctx, dh, dc):
         ctx.saved_tensors  # noqa: B018  (raises if a weight changed in place since forward)
         has_c = "c" in ctx.cell.states
-        g = ctx.backend.backward(dh.contiguous().numpy()[None], None,
-                                 dc.contiguous().numpy() if has_c else None, ctx.kernel)
+        g = ctx.backend.step_backward(ctx.cell, dh.contiguous().numpy(),
+                                      dc.contiguous().numpy() if has_c else None, ctx.kernel)
         grads = [torch.from_numpy(g.of(arg, ctx.cell)) for arg in ctx.args]
         dc0 = torch.from_numpy(g.dc0) if has_c else None
-        return (None,) * 4 + (torch.from_numpy(g.dx[0]), torch.from_numpy(g.dh0), dc0, *grads)
+        return (None,) * 4 + (torch.from_numpy(g.dx), torch.from_numpy(g.dh0), dc0, *grads)
 
 
 class RNNCellBase(torch.nn.Module):

@@ -126,3 +126,22 @@ def test_torch_adapter_runs_on_it():
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-10,
                                    atol=1e-12)
 
+
+
+def test_cells_run_on_it_through_the_layer_path():
+    """The CUDA backend has no lean step: cells take its layer kernel over T=1."""
+    ref = fastrnn.LSTMCell(3, 4, dtype=np.float64, backend="reference", seed=0)
+    gpu = fastrnn.LSTMCell(3, 4, dtype=np.float64, backend="cuda", seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    for cell in (ref, gpu):
+        cell(x, cell(x))
+    np.testing.assert_allclose(gpu(x)[0], ref(x)[0], rtol=1e-10)
+    for cell in (ref, gpu):
+        cell.reset_tape()
+        state = cell(x)
+        cell(x, state)
+        dh = np.ones((2, 4))
+        _, (dh1, dc1) = cell.backward(dh, None)
+        cell.backward(dh + dh1, dc1)
+    for name in ref.grads:
+        np.testing.assert_allclose(gpu.grads[name], ref.grads[name], rtol=1e-10, atol=1e-12)

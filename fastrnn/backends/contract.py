@@ -67,8 +67,9 @@ class KernelModule(Protocol):
     ``states`` / ``dstates`` hold one array per entry of ``cell.states`` ([B,Hp] for h,
     [B,H] for c); w_hr is None without projection, lengths None for a dense batch; ``norms``
     the LayerNorm cells' gains and shifts in ``cell.norms`` order (empty for other cells).
-    A module without every cell says which it runs with ``supports(cell) -> bool``. Optional
-    module attributes: ``RELEASES_GIL`` (calls may run on several threads at once) and
+    A module without every cell says which it runs with ``supports(cell) -> bool``; a host
+    module may offer a lean single step, ``step_forward`` / ``step_backward`` (the driver's).
+    Optional module attributes: ``RELEASES_GIL`` (calls may run on several threads at once) and
     ``DEVICE_ARRAYS`` (GPU arrays are taken without a copy).
     """
 
@@ -289,6 +290,32 @@ class Backend:
             cell, dy, dstates, ctx.saved)
         dc0 = dstates0[cell.states.index("c")] if "c" in cell.states else None
         return Grads(dx, dstates0[0], dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, tuple(dnorms))
+
+    def step_forward(self, cell: Cell, x: Any, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any,
+                     states: tuple, norms: tuple, training: bool) -> tuple[list, Any]:
+        """One time step for the cell modules, which check their arrays: x [B,I] and the
+        states [B,H], C-contiguous, of the weights' dtype; nothing is checked here. Returns
+        the new states (a list) and what :meth:`step_backward` needs (None unless training).
+        The time loop is the layers' over T=1; host backends run it without the batch plan
+        (``step_forward`` of the driver), the others through :meth:`forward`."""
+        step = getattr(self.module, "step_forward", None)
+        if step is not None:
+            states_n, saved = step(cell, x, w_ih, w_hh, b_ih, b_hh, states, norms, training)
+            return states_n, saved
+        out = self.forward(cell, x[None], w_ih, w_hh, b_ih, b_hh, *states, norms=norms,
+                           training=training)
+        return [s for s in (out.h_n, out.c_n) if s is not None], out.ctx
+
+    def step_backward(self, cell: Cell, dh: Any, dc: Any, ctx: Any) -> Grads:
+        """Backward of :meth:`step_forward` from dh [B,H] (and dc [B,H] or None): Grads with
+        dx [B,I]."""
+        if isinstance(ctx, KernelContext):
+            g = self.backward(dh[None], None, dc, ctx)
+            return g._replace(dx=g.dx[0])
+        dx, dstates, dw_ih, dw_hh, db_ih, db_hh, dnorms = self.module.step_backward(
+            cell, dh, dc, ctx)
+        dc0 = dstates[1] if len(dstates) > 1 else None
+        return Grads(dx, dstates[0], dc0, dw_ih, dw_hh, db_ih, db_hh, None, tuple(dnorms))
 
     @staticmethod
     def _norms(cell: Cell, norms: Any, H: int, dtype: np.dtype, dev: bool) -> tuple:

@@ -63,3 +63,4 @@ if _missing is None:
                     min_part_rows=4 if _packed else 8, min_part_columns=0 if _packed else 384,
                     min_part_work=MIN_PART_WORK)
     forward, backward, supports = driver.forward, driver.backward, driver.supports
+    step_forward, step_backward = driver.step_forward, driver.step_backward

@@ -195,6 +195,7 @@ class Driver:
         #: NumPy attention) spent most of its time with NumPy's and SciPy's BLAS pools spinning
         #: against each other (a seq2seq training batch: 463 ms, 62 ms with BLAS at 1 thread)
         self.single_thread_work = single_thread_work
+        self._active: dict[int, np.ndarray] = {}
 
     def supports(self, cell: Cell) -> bool:
         """Whether this backend has the cell's time loops."""
@@ -203,15 +204,19 @@ class Driver:
     # ------------------------------------------------------------------ helpers
 
     def _run(self, parts: int, one: Callable[[int], Any], work: int) -> list:
-        """one(p) for every part, concurrently when there are several; a single small part
-        with BLAS at one thread (`work`: the call's forward multiply-adds)."""
+        """one(p) for every part, concurrently when there are several; a single part as
+        :meth:`_alone` runs it (`work`: the call's forward multiply-adds)."""
         if parts == 1:
-            # below BLAS_THREADS_MACS BLAS stays on one thread by itself
-            if self.products.splits_batch and parallel.BLAS_THREADS_MACS <= work < \
-                    self.single_thread_work:
-                return [parallel.single_threaded(lambda: one(0))]
-            return [one(0)]
+            return [self._alone(lambda: one(0), work)]
         return parallel.run([lambda p=p: one(p) for p in range(parts)])
+
+    def _alone(self, task: Callable[[], Any], work: int) -> Any:
+        """task() of one part: a small one (< single_thread_work multiply-adds) with BLAS at
+        one thread; below BLAS_THREADS_MACS BLAS stays on one thread by itself."""
+        if self.products.splits_batch and parallel.BLAS_THREADS_MACS <= work < \
+                self.single_thread_work:
+            return parallel.single_threaded(task)
+        return task()
 
     def _project(self, cell: Cell, x, w_ih, b_ih, b_hh, norms: tuple, active: np.ndarray):
         """x @ w_ih^T + the biases that fold, for the (step, row) pairs the sequences own
@@ -336,6 +341,81 @@ class Driver:
             saved = _Saved(plan, [r[2] for r in results], host, w_ih, w_hh, w_hr, norms,
                            b_ih is not None, reverse)
         return P.output(y, host), states_n, saved
+
+    # ------------------------------------------------------------------ one step
+
+    def step_forward(self, cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states: tuple,
+                     norms: tuple, training: bool):
+        work = x.shape[0] * w_hh.shape[0] * (x.shape[1] + w_hh.shape[1])
+        return self._alone(lambda: self._step_forward(cell, x, w_ih, w_hh, b_ih, b_hh,
+                                                      states, norms, training), work)
+
+    def _step_forward(self, cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states: tuple,
+                      norms: tuple, training: bool):
+        """One time step of B rows on a host backend: the cell's time loop over T=1, as
+        :meth:`forward` runs it, without the batch plan, parts and checks a sequence call
+        needs (the caller checked its arrays: x [B,I], states [B,H] of one dtype). Returns the
+        new states (a list) and what :meth:`step_backward` needs (None unless training)."""
+        P = self.products
+        B, I = x.shape
+        G, Hp = w_hh.shape
+        H, dtype = G // cell.gates, x.dtype
+        x3 = x.reshape(1, B, I)
+        active = self._all_rows(B)
+        xw, x_hat, x_rstd = self._project(cell, x3, w_ih, b_ih, b_hh, norms, active)
+        b_rec = P.absent(dtype, 1)
+        if cell.split_recurrent:
+            b_rec = P.zeros((G,), dtype) if b_hh is None else b_hh
+        own = [P.copy(s) for s in states]
+        c = own[1] if len(own) > 1 else P.absent(dtype, 2)
+        y, h_prev = P.empty((1, B, Hp), dtype), P.empty((1, B, Hp), dtype)
+        buffers = tuple(P.empty((1, B, cell.width(width, H)), dtype) for _, width in cell.saved)
+        self.loops[cell.loop].forward(xw, w_hh, b_rec, P.absent(dtype, 2), norms[1:], own[0],
+                                      c, active, False, training, cell.relu, y, h_prev,
+                                      buffers)
+        if not training:
+            return own, None
+        part = _Part(x3, active, active, h_prev, buffers, x_hat, x_rstd)
+        return own, _Saved(None, [part], True, w_ih, w_hh, None, norms, b_ih is not None,
+                           False)
+
+    def step_backward(self, cell: Cell, dh, dc, saved: _Saved) -> tuple:
+        """Backward of :meth:`step_forward` from dh [B,Hp] (and dc [B,H] or None) reaching
+        its new state: dx [B,I], the states' gradients (a list), and dw_ih, dw_hh, db_ih,
+        db_hh, the norms' gradients as in :meth:`backward`."""
+        x = saved.parts[0].x
+        work = 2 * x.shape[1] * saved.w_hh.shape[0] * (x.shape[2] + saved.w_hh.shape[1])
+        return self._alone(lambda: self._step_backward(cell, dh, dc, saved), work)
+
+    def _step_backward(self, cell: Cell, dh, dc, saved: _Saved) -> tuple:
+        P = self.products
+        part = saved.parts[0]
+        B = part.x.shape[1]
+        G, Hp = saved.w_hh.shape
+        dtype = dh.dtype
+        own = [np.zeros((B, Hp), dtype)]
+        if "c" in cell.states:
+            own.append(np.zeros((B, G // cell.gates), dtype) if dc is None else P.copy(dc))
+        dg_in = P.empty((1, B, G), dtype)
+        dg_rec = P.empty((1, B, G), dtype) if cell.split_recurrent else dg_in
+        grads = tuple(P.empty((1, B, width * (G // cell.gates)), dtype)
+                      for _, width in cell.loop_grads)
+        # the LSTM loops write the output's gradient there (its projection's), used or not
+        dh_out = P.empty((1, B, Hp), dtype) if cell.projection else P.absent(dtype, 3)
+        self.loops[cell.loop].backward(
+            dh.reshape(1, B, Hp), own[0], own[1] if len(own) > 1 else P.absent(dtype, 2),
+            saved.w_hh, P.absent(dtype, 2), saved.norms[1:], part.steps, False, cell.relu,
+            part.h_prev, part.buffers, dg_in, dg_rec, dh_out, grads)
+        dx, dw_ih, dw_hh, db_ih, db_hh, _, dnorms = self._param_grads(
+            cell, saved, part, dg_in, dg_rec, dh_out, grads)
+        return dx[0], own, dw_ih, dw_hh, db_ih, db_hh, dnorms
+
+    def _all_rows(self, B: int) -> np.ndarray:
+        """The `active` array of one step that all B rows run (cached: the loops only read
+        it)."""
+        if B not in self._active:
+            self._active[B] = np.full(1, B, np.int64)
+        return self._active[B]
 
     def backward(self, cell: Cell, dy, dstates: tuple, saved: _Saved):
         P = self.products

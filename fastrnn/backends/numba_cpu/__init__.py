@@ -30,3 +30,4 @@ driver = Driver(
                  _common.layer_norm, _common.layer_norm_backward, _common.column_dots),
 )
 forward, backward, supports = driver.forward, driver.backward, driver.supports
+step_forward, step_backward = driver.step_forward, driver.step_backward
