@@ -34,6 +34,29 @@ def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def load_parameters(params: dict[str, np.ndarray], state: dict[str, Any], owner: str) -> None:
+    """Copy `state` (arrays or torch tensors) into `params` in place, checking every entry
+    first (names, shapes, numeric and finite values); `owner` names the module in errors."""
+    missing = sorted(set(params) - set(state))
+    unexpected = sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise KeyError(f"state_dict does not match {owner}: missing {missing}, "
+                       f"unexpected {unexpected}")
+    arrays = {}
+    for name, target in params.items():
+        value = _to_numpy(state[name])
+        if value.shape != target.shape:
+            raise ValueError(f"state_dict[{name!r}] has shape {value.shape}, "
+                             f"expected {target.shape}")
+        if value.dtype.kind not in "fiu":
+            raise TypeError(f"state_dict[{name!r}] must be numeric, got {value.dtype}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"state_dict[{name!r}] holds NaN or inf")
+        arrays[name] = value
+    for name, value in arrays.items():
+        params[name][...] = value
+
+
 def stack_spec(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
                bias: bool = True, dropout: float = 0.0, bidirectional: bool = False,
                proj_size: int = 0) -> stack.StackSpec:
@@ -141,24 +164,7 @@ class RNNBase:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Copy `state` (arrays or torch tensors) into the live parameters, checking all first."""
-        missing = sorted(set(self.params) - set(state))
-        unexpected = sorted(set(state) - set(self.params))
-        if missing or unexpected:
-            raise KeyError(f"state_dict does not match {self!r}: missing {missing}, "
-                           f"unexpected {unexpected}")
-        arrays = {}
-        for name, target in self.params.items():
-            value = _to_numpy(state[name])
-            if value.shape != target.shape:
-                raise ValueError(f"state_dict[{name!r}] has shape {value.shape}, "
-                                 f"expected {target.shape}")
-            if value.dtype.kind not in "fiu":
-                raise TypeError(f"state_dict[{name!r}] must be numeric, got {value.dtype}")
-            if not np.all(np.isfinite(value)):
-                raise ValueError(f"state_dict[{name!r}] holds NaN or inf")
-            arrays[name] = value
-        for name, value in arrays.items():
-            self.params[name][...] = value
+        load_parameters(self.params, state, repr(self))
 
     # ---------------------------------------------------------------- modes and backend
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from .rnn import _to_numpy, stack_spec
+from .rnn import _to_numpy, load_parameters, stack_spec
 
 
 class RNNCellBase:
@@ -82,18 +82,9 @@ class RNNCellBase:
         return {name: value.copy() for name, value in self.params.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Copy `state` (arrays or torch tensors, torch.nn's cell names) into the parameters."""
-        if set(state) != set(self.params):
-            raise KeyError(f"state_dict does not match {self!r}: missing "
-                           f"{sorted(set(self.params) - set(state))}, unexpected "
-                           f"{sorted(set(state) - set(self.params))}")
-        values = {name: _to_numpy(state[name]) for name in self.params}
-        for name, value in values.items():
-            if value.shape != self.params[name].shape:
-                raise ValueError(f"state_dict[{name!r}] has shape {value.shape}, expected "
-                                 f"{self.params[name].shape}")
-        for name, value in values.items():
-            self.params[name][...] = value
+        """Copy `state` (arrays or torch tensors, torch.nn's cell names) into the parameters,
+        checking all first."""
+        load_parameters(self.params, state, repr(self))
 
     def __repr__(self) -> str:
         extra = "" if self.bias else ", bias=False"

@@ -7,7 +7,7 @@ import pytest
 
 from fastrnn import nn
 
-EPS = 1e-6
+from .test_model_api import numeric_grad
 
 
 def problem(kind, seed=0):
@@ -32,20 +32,6 @@ def loss(att, keys, mask, queries, r, u):
     return total
 
 
-def numeric(f, arr):
-    grad = np.zeros_like(arr)
-    flat, g = arr.reshape(-1), grad.reshape(-1)
-    for j in range(flat.size):
-        orig = flat[j]
-        flat[j] = orig + EPS
-        up = f()
-        flat[j] = orig - EPS
-        down = f()
-        flat[j] = orig
-        g[j] = (up - down) / (2 * EPS)
-    return grad
-
-
 @pytest.mark.parametrize("kind", ["additive", "dot", "general"])
 def test_attention_gradients_match_finite_differences(kind):
     att, keys, mask, queries, r, u = problem(kind)
@@ -62,12 +48,12 @@ def test_attention_gradients_match_finite_differences(kind):
     def f():
         return loss(att, keys, mask, queries, r, u)
 
-    np.testing.assert_allclose(d_queries, numeric(f, queries), rtol=1e-6, atol=1e-9)
-    want_keys = numeric(f, keys)
+    np.testing.assert_allclose(d_queries, numeric_grad(f, queries), rtol=1e-6, atol=1e-9)
+    want_keys = numeric_grad(f, keys)
     np.testing.assert_allclose(d_keys, want_keys, rtol=1e-6, atol=1e-9)
     assert np.all(want_keys[1, 2:] == 0)
     for name, p in att.params.items():
-        np.testing.assert_allclose(att.grads[name], numeric(f, p), rtol=1e-6, atol=1e-9,
+        np.testing.assert_allclose(att.grads[name], numeric_grad(f, p), rtol=1e-6, atol=1e-9,
                                    err_msg=name)
 
 

@@ -256,6 +256,18 @@ def gru_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, norms, leng
                            hw_n=hw_n)
 
 
+def _gru_gate_grads(ctx: _Saved, t: int, dh_new: np.ndarray, valid: np.ndarray):
+    """Step t's gradients of the input-side and recurrent-side pre-activations (r, z, n; the
+    recurrent n scaled by r) from dh_new, the gradient reaching h'; 0 where not valid."""
+    H = dh_new.shape[1]
+    r, z, n = (ctx.act[t, :, k * H:(k + 1) * H] for k in range(3))
+    dn = dh_new * (1 - z) * (1 - n * n)
+    dr = dn * ctx.hw_n[t] * r * (1 - r)
+    dz = dh_new * (ctx.h_prev[t] - n) * z * (1 - z)
+    return (np.where(valid, np.concatenate([dr, dz, dn], axis=1), 0),
+            np.where(valid, np.concatenate([dr, dz, dn * r], axis=1), 0))
+
+
 def gru_backward(cell: Cell, dy, dstates, ctx: _Saved):
     """Returns dx, (dh0,), dw_ih, dw_hh, db_ih, db_hh (None without bias), None, ()."""
     (dh_n,) = dstates
@@ -266,14 +278,9 @@ def gru_backward(cell: Cell, dy, dstates, ctx: _Saved):
     dh = dh_n.copy()
     for t in reversed(_time_steps(T, ctx.reverse)):
         valid = ctx.valid[t]
-        r, z, n = (ctx.act[t, :, k * H:(k + 1) * H] for k in range(3))
         dh_new = dh + dy[t]
-        dn = dh_new * (1 - z) * (1 - n * n)
-        dr = dn * ctx.hw_n[t] * r * (1 - r)
-        dz = dh_new * (ctx.h_prev[t] - n) * z * (1 - z)
-        dg_in[t] = np.where(valid, np.concatenate([dr, dz, dn], axis=1), 0)
-        dg_rec[t] = np.where(valid, np.concatenate([dr, dz, dn * r], axis=1), 0)
-        dh = np.where(valid, dh_new * z + dg_rec[t] @ ctx.w_hh, dh)
+        dg_in[t], dg_rec[t] = _gru_gate_grads(ctx, t, dh_new, valid)
+        dh = np.where(valid, dh_new * ctx.act[t, :, H:2 * H] + dg_rec[t] @ ctx.w_hh, dh)
     dx, dw_ih, dw_hh, db_ih, db_hh = _parameter_grads(ctx, dg_in, dg_rec)
     return dx, (dh,), dw_ih, dw_hh, db_ih, db_hh, None, ()
 
@@ -453,15 +460,10 @@ def ln_gru_backward(cell: Cell, dy, dstates, ctx: _NormSaved):
     dh = dh_n.copy()
     for t in reversed(_time_steps(T, base.reverse)):
         valid = base.valid[t]
-        r, z, n = (base.act[t, :, k * H:(k + 1) * H] for k in range(3))
         dh_new = dh + dy[t]
-        dn = dh_new * (1 - z) * (1 - n * n)
-        dr = dn * base.hw_n[t] * r * (1 - r)
-        dz = dh_new * (base.h_prev[t] - n) * z * (1 - z)
-        d_gi[t] = np.where(valid, np.concatenate([dr, dz, dn], axis=1), 0)
-        d_gh[t] = np.where(valid, np.concatenate([dr, dz, dn * r], axis=1), 0)
+        d_gi[t], d_gh[t] = _gru_gate_grads(base, t, dh_new, valid)
         d_hw[t] = _layer_norm_backward(d_gh[t] * g_hh, ctx.hw_hat[t], ctx.hw_rstd[t])
-        dh = np.where(valid, dh_new * z + d_hw[t] @ base.w_hh, dh)
+        dh = np.where(valid, dh_new * base.act[t, :, H:2 * H] + d_hw[t] @ base.w_hh, dh)
     dx, dw_ih, dw_hh, d_g_ih = _norm_input_grads(ctx, d_gi, d_hw)
     dnorms = (d_g_ih, (d_gh * ctx.hw_hat).sum(axis=(0, 1)))
     db_ih = d_gi.sum(axis=(0, 1)) if base.has_bias else None

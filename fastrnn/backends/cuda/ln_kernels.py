@@ -97,6 +97,19 @@ def row_norm_backward(d_out, gain, hat, rstd, one, d_in):
         d_in[r, j] = rstd[r, 0] * (d_out[r, j] * gain[j] - md - hat[r, j] * mq)
 
 
+@cuda.jit(device=True, inline=True)
+def product_norm_grad(p1, p2, red, d_post, t, b, g_hh, hw_hat, r, d_hw, dgw):
+    """The recurrent product's LayerNorm backward for sequence b at step t: p1, p2 are this
+    thread's shares of sum(d) and sum(d hat) for d = d_post * g_hh; writes d(h W_hh^T) to
+    d_hw[t, b] and dgw[b] (which recurrent_grad_step multiplies by w_hh)."""
+    G = d_hw.shape[2]
+    md, mq = block_sum(p1, red) / G, block_sum(p2, red) / G
+    for j in range(cuda.threadIdx.x, G, cuda.blockDim.x):
+        v = r * (d_post[t, b, j] * g_hh[j] - md - hw_hat[t, b, j] * mq)
+        d_hw[t, b, j] = v
+        dgw[b, j] = v
+
+
 # ------------------------------------------------------------------------------ LayerNorm LSTM
 
 
@@ -165,7 +178,6 @@ def ln_lstm_grad_step(s, dy, dh, dc, g_hh, g_c, lengths, reverse, one, gates, c_
     red = cuda.shared.array(MAX_THREADS, dtype=dy.dtype)
     b, j0, NT = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
     H = dc.shape[1]
-    G = 4 * H
     n = lengths[b]
     if s >= n:
         return
@@ -193,12 +205,7 @@ def ln_lstm_grad_step(s, dy, dh, dc, g_hh, g_c, lengths, reverse, one, gates, c_
             d = dg_in[t, b, k * H + j] * g_hh[k * H + j]
             p1 += d
             p2 += d * hw_hat[t, b, k * H + j]
-    md, mq = block_sum(p1, red) / G, block_sum(p2, red) / G
-    r = rstd[t, b, 0]
-    for j in range(j0, G, NT):
-        v = r * (dg_in[t, b, j] * g_hh[j] - md - hw_hat[t, b, j] * mq)
-        d_hw[t, b, j] = v
-        dgw[b, j] = v
+    product_norm_grad(p1, p2, red, dg_in, t, b, g_hh, hw_hat, rstd[t, b, 0], d_hw, dgw)
 
 
 # ------------------------------------------------------------------------------ LayerNorm GRU
@@ -245,7 +252,6 @@ def ln_gru_grad_step(s, dy, dh, g_hh, lengths, reverse, one, h_prev, gates, hw_n
     red = cuda.shared.array(MAX_THREADS, dtype=dy.dtype)
     b, j0, NT = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
     H = dh.shape[1]
-    G = 3 * H
     n = lengths[b]
     if s >= n:
         return
@@ -262,9 +268,4 @@ def ln_gru_grad_step(s, dy, dh, g_hh, lengths, reverse, one, h_prev, gates, hw_n
             d = dg_rec[t, b, k * H + j] * g_hh[k * H + j]
             p1 += d
             p2 += d * hw_hat[t, b, k * H + j]
-    md, mq = block_sum(p1, red) / G, block_sum(p2, red) / G
-    r = rstd[t, b, 0]
-    for j in range(j0, G, NT):
-        v = r * (dg_rec[t, b, j] * g_hh[j] - md - hw_hat[t, b, j] * mq)
-        d_hw[t, b, j] = v
-        dgw[b, j] = v
+    product_norm_grad(p1, p2, red, dg_rec, t, b, g_hh, hw_hat, rstd[t, b, 0], d_hw, dgw)

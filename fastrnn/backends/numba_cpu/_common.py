@@ -143,6 +143,61 @@ def _sigmoid_overload(x):
     return lambda x: half + half * tanh(half * x)
 
 
+# ------------------------------------------------------------------------- gate passes
+
+
+@inline_jit
+def gru_row_grads(dh, dy, t, b, gates, hw_n, h_prev, dg_in, dg_rec, direct, one):
+    """GRU backward of row b at step t: the input-side and recurrent-side pre-activation
+    gradients (r, z, n; the recurrent n scaled by r) and the direct path dh' * z."""
+    H = dh.shape[1]
+    for j in range(H):
+        d = dh[b, j] + dy[t, b, j]
+        r = gates[t, b, j]
+        z = gates[t, b, H + j]
+        cand = gates[t, b, 2 * H + j]
+        dn = d * (one - z) * (one - cand * cand)
+        dr = dn * hw_n[t, b, j] * r * (one - r)
+        dz = d * (h_prev[t, b, j] - cand) * z * (one - z)
+        dg_in[t, b, j] = dr
+        dg_in[t, b, H + j] = dz
+        dg_in[t, b, 2 * H + j] = dn
+        dg_rec[t, b, j] = dr
+        dg_rec[t, b, H + j] = dz
+        dg_rec[t, b, 2 * H + j] = dn * r
+        direct[b, j] = d * z
+
+
+@inline_jit
+def row_stats(v, one):
+    """(mean, 1/std) of a 1-d row for LayerNorm: two passes, so no cancellation."""
+    N = v.shape[0]
+    inv = one / N
+    mean = v.sum() * inv
+    var = one * 0
+    for j in range(N):
+        d = v[j] - mean
+        var += d * d
+    return mean, one / math.sqrt(var * inv + cast_like(one, 1e-5))
+
+
+@inline_jit
+def row_norm_grad(d_post, gain, hat, s, out, one):
+    """LayerNorm's backward over one row: out = s (d - mean(d) - hat mean(d hat)) for
+    d = d_post * gain (1-d rows; s = the row's 1/std)."""
+    N = d_post.shape[0]
+    inv = one / N
+    sum_d = one * 0
+    sum_du = one * 0
+    for j in range(N):
+        d = d_post[j] * gain[j]
+        sum_d += d
+        sum_du += d * hat[j]
+    mean_d, mean_du = sum_d * inv, sum_du * inv
+    for j in range(N):
+        out[j] = s * (d_post[j] * gain[j] - mean_d - hat[j] * mean_du)
+
+
 # ------------------------------------------------------------------------- products
 
 
@@ -225,15 +280,9 @@ def column_sums(a):
 def _layer_norm(a, gain, s1, s2, out, rstd):
     T, B, N = a.shape
     one = one_like(gain[0])  # gain has N >= 1 entries; a may have no rows
-    inv, eps = cast_like(one, 1.0 / N), cast_like(one, 1e-5)
     for t in range(T):
         for b in range(B):
-            mean = a[t, b].sum() * inv
-            var = one * 0
-            for j in range(N):
-                d = a[t, b, j] - mean
-                var += d * d
-            s = one / math.sqrt(var * inv + eps)
+            mean, s = row_stats(a[t, b], one)
             rstd[t, b, 0] = s
             for j in range(N):
                 u = (a[t, b, j] - mean) * s
@@ -258,19 +307,12 @@ def layer_norm_backward(d_out, gain, hat, rstd):
     T, B, N = d_out.shape
     d_in = np.empty_like(d_out)
     d_gain = np.zeros(N, d_out.dtype)
-    inv = cast_like(gain[0], 1.0 / N)
+    one = one_like(gain[0])
     for t in range(T):
         for b in range(B):
-            sum_d = inv * 0
-            sum_du = inv * 0
+            row_norm_grad(d_out[t, b], gain, hat[t, b], rstd[t, b, 0], d_in[t, b], one)
             for j in range(N):
-                d = d_out[t, b, j] * gain[j]
-                sum_d += d
-                sum_du += d * hat[t, b, j]
                 d_gain[j] += d_out[t, b, j] * hat[t, b, j]
-            mean_d, mean_du, s = sum_d * inv, sum_du * inv, rstd[t, b, 0]
-            for j in range(N):
-                d_in[t, b, j] = s * (d_out[t, b, j] * gain[j] - mean_d - hat[t, b, j] * mean_du)
     return d_in, d_gain
 
 

@@ -11,7 +11,7 @@ time slot that every step overwrites.
 
 import numpy as np
 
-from ._common import jit, matmul_w, matmul_wt, one_like, sigmoid, tanh
+from ._common import gru_row_grads, jit, matmul_w, matmul_wt, one_like, sigmoid, tanh
 
 
 @jit
@@ -64,21 +64,7 @@ def backward(dy, dh, dc, w_hh, w_hr, norms, active, reverse, relu, h_prev, buffe
         if n == 0:
             continue
         for b in range(n):
-            for j in range(H):
-                d = dh[b, j] + dy[t, b, j]
-                r = gates[t, b, j]
-                z = gates[t, b, H + j]
-                cand = gates[t, b, 2 * H + j]
-                dn = d * (one - z) * (one - cand * cand)
-                dr = dn * hw_n[t, b, j] * r * (one - r)
-                dz = d * (h_prev[t, b, j] - cand) * z * (one - z)
-                dg_in[t, b, j] = dr
-                dg_in[t, b, H + j] = dz
-                dg_in[t, b, 2 * H + j] = dn
-                dg_rec[t, b, j] = dr
-                dg_rec[t, b, H + j] = dz
-                dg_rec[t, b, 2 * H + j] = dn * r
-                direct[b, j] = d * z
+            gru_row_grads(dh, dy, t, b, gates, hw_n, h_prev, dg_in, dg_rec, direct, one)
         matmul_w(dg_rec[t], w_hh, dh, n)
         for b in range(n):
             for j in range(H):

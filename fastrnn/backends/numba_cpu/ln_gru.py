@@ -9,11 +9,20 @@ pass. buffers = (gates [r, z, n], hw_n = gh's n block, hw_hat = norm(h W_hh^T), 
 1/std]). In inference the per-step buffers have one time slot that every step overwrites.
 """
 
-import math
 
 import numpy as np
 
-from ._common import cast_like, jit, matmul_w, matmul_wt, one_like, sigmoid, tanh
+from ._common import (
+    gru_row_grads,
+    jit,
+    matmul_w,
+    matmul_wt,
+    one_like,
+    row_norm_grad,
+    row_stats,
+    sigmoid,
+    tanh,
+)
 
 
 @jit
@@ -25,8 +34,6 @@ def forward(xw, w_hh, b_rec, w_hr, norms, h, c, active, reverse, training, relu,
     g_hh = norms[0]
     gates, hw_n, hw_hat, rstd = buffers
     one = one_like(h[0, 0])
-    eps = cast_like(one, 1e-5)
-    inv_g = cast_like(one, 1.0 / G)
     hw = np.empty((B, G), xw.dtype)
     for s in range(T):
         t = T - 1 - s if reverse else s
@@ -38,12 +45,7 @@ def forward(xw, w_hh, b_rec, w_hr, norms, h, c, active, reverse, training, relu,
             h_prev[k, :n] = h[:n]
         matmul_wt(h, w_hh, hw, n)
         for b in range(n):
-            mean = hw[b].sum() * inv_g
-            var = one * 0
-            for j in range(G):
-                d = hw[b, j] - mean
-                var += d * d
-            r = one / math.sqrt(var * inv_g + eps)
+            mean, r = row_stats(hw[b], one)
             rstd[k, b, 0] = r
             for j in range(G):
                 u = (hw[b, j] - mean) * r
@@ -71,12 +73,10 @@ def backward(dy, dh, dc, w_hh, w_hr, norms, active, reverse, relu, h_prev, buffe
     the gradient of h W_hh^T), untouched where inactive (dc, w_hr, relu, dh_out: unused).
     """
     T, B, H = dy.shape
-    G = 3 * H
     g_hh = norms[0]
     gates, hw_n, hw_hat, rstd = buffers
     (d_hw,) = grads
     one = one_like(dy[0, 0, 0])
-    inv_g = cast_like(one, 1.0 / G)
     direct = np.empty((B, H), dy.dtype)  # dh' * z: the path that skips the gates
     for s in range(T):
         t = s if reverse else T - 1 - s
@@ -84,31 +84,8 @@ def backward(dy, dh, dc, w_hh, w_hr, norms, active, reverse, relu, h_prev, buffe
         if n == 0:
             continue
         for b in range(n):
-            for j in range(H):
-                d = dh[b, j] + dy[t, b, j]
-                rg = gates[t, b, j]
-                z = gates[t, b, H + j]
-                cand = gates[t, b, 2 * H + j]
-                dn = d * (one - z) * (one - cand * cand)
-                dr = dn * hw_n[t, b, j] * rg * (one - rg)
-                dz = d * (h_prev[t, b, j] - cand) * z * (one - z)
-                dg_in[t, b, j] = dr
-                dg_in[t, b, H + j] = dz
-                dg_in[t, b, 2 * H + j] = dn
-                dg_rec[t, b, j] = dr
-                dg_rec[t, b, H + j] = dz
-                dg_rec[t, b, 2 * H + j] = dn * rg
-                direct[b, j] = d * z
-            sum_d = one * 0
-            sum_du = one * 0
-            for j in range(G):
-                d = dg_rec[t, b, j] * g_hh[j]
-                sum_d += d
-                sum_du += d * hw_hat[t, b, j]
-            mean_d, mean_du, r = sum_d * inv_g, sum_du * inv_g, rstd[t, b, 0]
-            for j in range(G):
-                d_hw[t, b, j] = r * (dg_rec[t, b, j] * g_hh[j] - mean_d
-                                     - hw_hat[t, b, j] * mean_du)
+            gru_row_grads(dh, dy, t, b, gates, hw_n, h_prev, dg_in, dg_rec, direct, one)
+            row_norm_grad(dg_rec[t, b], g_hh, hw_hat[t, b], rstd[t, b, 0], d_hw[t, b], one)
         matmul_w(d_hw[t], w_hh, dh, n)
         for b in range(n):
             for j in range(H):

@@ -11,11 +11,19 @@ tanh_c = tanh(g_c c_hat + b_c), rstd [1/std of h W_hh^T, of c']). In inference t
 buffers have one time slot that every step overwrites.
 """
 
-import math
 
 import numpy as np
 
-from ._common import cast_like, jit, matmul_w, matmul_wt, one_like, sigmoid, tanh
+from ._common import (
+    jit,
+    matmul_w,
+    matmul_wt,
+    one_like,
+    row_norm_grad,
+    row_stats,
+    sigmoid,
+    tanh,
+)
 
 
 @jit
@@ -28,8 +36,6 @@ def forward(xw, w_hh, b_rec, w_hr, norms, h, c, active, reverse, training, relu,
     g_hh, g_c, b_c = norms
     gates, c_prev, hw_hat, c_hat, tanh_c, rstd = buffers
     one = one_like(h[0, 0])
-    eps = cast_like(one, 1e-5)
-    inv_g, inv_h = cast_like(one, 1.0 / G), cast_like(one, 1.0 / H)
     hw = np.empty((B, G), xw.dtype)
     for s in range(T):
         t = T - 1 - s if reverse else s
@@ -42,12 +48,7 @@ def forward(xw, w_hh, b_rec, w_hr, norms, h, c, active, reverse, training, relu,
             c_prev[k, :n] = c[:n]
         matmul_wt(h, w_hh, hw, n)
         for b in range(n):
-            mean = hw[b].sum() * inv_g
-            var = one * 0
-            for j in range(G):
-                d = hw[b, j] - mean
-                var += d * d
-            r = one / math.sqrt(var * inv_g + eps)
+            mean, r = row_stats(hw[b], one)
             for j in range(G):
                 u = (hw[b, j] - mean) * r
                 hw_hat[k, b, j] = u
@@ -61,12 +62,7 @@ def forward(xw, w_hh, b_rec, w_hr, norms, h, c, active, reverse, training, relu,
                 gates[k, b, 2 * H + j] = g
                 gates[k, b, 3 * H + j] = sigmoid(hw[b, 3 * H + j])
                 c[b, j] = f * c[b, j] + i * g
-            mean_c = c[b, :H].sum() * inv_h
-            var_c = one * 0
-            for j in range(H):
-                d = c[b, j] - mean_c
-                var_c += d * d
-            rc = one / math.sqrt(var_c * inv_h + eps)
+            mean_c, rc = row_stats(c[b], one)
             for j in range(H):
                 u = (c[b, j] - mean_c) * rc
                 tc = tanh(g_c[j] * u + b_c[j])
@@ -88,54 +84,33 @@ def backward(dy, dh, dc, w_hh, w_hr, norms, active, reverse, relu, h_prev, buffe
     untouched where inactive (w_hr, relu, h_prev, dh_out: unused).
     """
     T, B, H = dy.shape
-    G = 4 * H
-    g_hh, g_c, b_c = norms
+    g_hh, g_c, _ = norms
     gates, c_prev, hw_hat, c_hat, tanh_c, rstd = buffers
     d_hw, d_cn = grads
     one = one_like(dy[0, 0, 0])
-    inv_g, inv_h = cast_like(one, 1.0 / G), cast_like(one, 1.0 / H)
-    d_chat = np.empty(H, dy.dtype)
+    d_c = np.empty(H, dy.dtype)  # d c' through norm(c')
     for s in range(T):
         t = s if reverse else T - 1 - s
         n = active[t]
         if n == 0:
             continue
         for b in range(n):
-            # d norm(c'): through tanh(g_c c_hat + b_c), then LayerNorm's backward
-            sum_d = one * 0
-            sum_du = one * 0
+            # d(g_c norm(c') + b_c) through tanh and o, then LayerNorm's backward
             for j in range(H):
                 tc = tanh_c[t, b, j]
-                dn = (dh[b, j] + dy[t, b, j]) * gates[t, b, 3 * H + j] * (one - tc * tc)
-                d_cn[t, b, j] = dn
-                d_chat[j] = dn * g_c[j]
-                sum_d += d_chat[j]
-                sum_du += d_chat[j] * c_hat[t, b, j]
-            mean_d, mean_du, rc = sum_d * inv_h, sum_du * inv_h, rstd[t, b, 1]
-            sum_d = one * 0
-            sum_du = one * 0
+                d_cn[t, b, j] = (dh[b, j] + dy[t, b, j]) * gates[t, b, 3 * H + j] * (one - tc * tc)
+            row_norm_grad(d_cn[t, b], g_c, c_hat[t, b], rstd[t, b, 1], d_c, one)
             for j in range(H):
                 i = gates[t, b, j]
                 f = gates[t, b, H + j]
                 g = gates[t, b, 2 * H + j]
                 o = gates[t, b, 3 * H + j]
-                dc_new = dc[b, j] + rc * (d_chat[j] - mean_d - c_hat[t, b, j] * mean_du)
-                da_i = dc_new * g * i * (one - i)
-                da_f = dc_new * c_prev[t, b, j] * f * (one - f)
-                da_g = dc_new * i * (one - g * g)
-                da_o = (dh[b, j] + dy[t, b, j]) * tanh_c[t, b, j] * o * (one - o)
-                dg_in[t, b, j] = da_i
-                dg_in[t, b, H + j] = da_f
-                dg_in[t, b, 2 * H + j] = da_g
-                dg_in[t, b, 3 * H + j] = da_o
+                dc_new = dc[b, j] + d_c[j]
+                dg_in[t, b, j] = dc_new * g * i * (one - i)
+                dg_in[t, b, H + j] = dc_new * c_prev[t, b, j] * f * (one - f)
+                dg_in[t, b, 2 * H + j] = dc_new * i * (one - g * g)
+                dg_in[t, b, 3 * H + j] = (dh[b, j] + dy[t, b, j]) * tanh_c[t, b, j] * o * (one - o)
                 dc[b, j] = dc_new * f
             # d(h W_hh^T): LayerNorm's backward of d norm = da * g_hh
-            for j in range(G):
-                d = dg_in[t, b, j] * g_hh[j]
-                sum_d += d
-                sum_du += d * hw_hat[t, b, j]
-            mean_d, mean_du, r = sum_d * inv_g, sum_du * inv_g, rstd[t, b, 0]
-            for j in range(G):
-                d_hw[t, b, j] = r * (dg_in[t, b, j] * g_hh[j] - mean_d
-                                     - hw_hat[t, b, j] * mean_du)
+            row_norm_grad(dg_in[t, b], g_hh, hw_hat[t, b], rstd[t, b, 0], d_hw[t, b], one)
         matmul_w(d_hw[t], w_hh, dh, n)
