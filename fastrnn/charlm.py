@@ -161,32 +161,69 @@ def load(path: str, backend: str | None = None) -> tuple[nn.Sequential, Config]:
     return model, cfg
 
 
-def sample(model: nn.Sequential, cfg: Config, prime: str = "\n", length: int = 300,
-           temperature: float = 1.0, top_k: int | None = None, seed: int | None = None) -> str:
+def _vocab_of(vocab: Config | Vocab | str) -> Vocab:
+    if isinstance(vocab, Vocab):
+        return vocab
+    if isinstance(vocab, Config):
+        return Vocab(vocab.vocab)
+    if isinstance(vocab, str):
+        return Vocab(vocab)
+    raise TypeError(f"vocab must be a Config, a Vocab or the vocabulary's characters, got "
+                    f"{type(vocab).__name__}")
+
+
+def sample(model: nn.Sequential, vocab: Config | Vocab | str, prime: str = "\n",
+           length: int = 300, temperature: float = 1.0, top_k: int | None = None,
+           seed: int | None = None) -> str:
     """Generate `length` characters after `prime`, sampling softmax(logits / temperature),
-    optionally among the `top_k` likeliest characters only."""
+    optionally among the `top_k` likeliest characters only.
+
+    `model`: Embedding -> Recurrent (unidirectional) -> layers that map [B,T,H] to logits
+    [B,T,V] (build_model's, or any such Sequential); `vocab`: its vocabulary (a Config, a
+    Vocab or the characters). The recurrent layer runs one step per character on the
+    single-step path (:meth:`fastrnn.nn.Recurrent.step`) with the state carried here, so
+    ``stateful`` is not needed and the model's own state is left alone; the model samples in
+    eval mode and is put back in the mode it was in.
+    """
     if not (temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be a positive number, got {temperature}")
     if top_k is not None and not 1 <= top_k:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     if length < 0:
         raise ValueError(f"length must be >= 0, got {length}")
-    vocab = Vocab(cfg.vocab)
+    vocab = _vocab_of(vocab)
+    layers = list(model.layers)
+    if len(layers) < 2 or not isinstance(layers[0], nn.Embedding) or \
+            not isinstance(layers[1], nn.Recurrent):
+        raise ValueError("sample() needs a Sequential of Embedding, Recurrent and the layers "
+                         f"to the logits, got {[type(m).__name__ for m in layers]}")
+    embedding, recurrent, head = layers[0].params["weight"], layers[1], layers[2:]
+    if embedding.shape[0] != len(vocab):
+        raise ValueError(f"the model's Embedding has {embedding.shape[0]} rows but the "
+                         f"vocabulary {len(vocab)} characters")
     rng = np.random.default_rng(seed)
+    was_training = model.training
     model.eval()
-    model.reset_state()
-    ids = vocab.encode(prime or "\n")
-    logits = model(ids[None, :])[0, -1]
-    out = []
-    for _ in range(length):
-        z = logits.astype(np.float64) / temperature
-        if top_k is not None and top_k < len(z):
-            z[z < np.partition(z, -top_k)[-top_k]] = -np.inf
-        p = np.exp(z - z.max())
-        nxt = int(rng.choice(len(p), p=p / p.sum()))
-        out.append(nxt)
-        logits = model(np.array([[nxt]]))[0, -1]
-    model.reset_state()
+    try:
+        state = None
+        for i in vocab.encode(prime or "\n"):
+            y, state = recurrent.step(embedding[i:i + 1], state)
+        out = []
+        for _ in range(length):
+            logits = y[:, None, :]
+            for module in head:
+                logits = module(logits)
+            z = logits[0, -1].astype(np.float64) / temperature
+            if top_k is not None and top_k < len(z):
+                z[z < np.partition(z, -top_k)[-top_k]] = -np.inf
+            cdf = np.cumsum(np.exp(z - z.max()))
+            # what rng.choice(p=...) draws (one uniform against the normalised CDF) without
+            # its checks, which cost more than the network's step
+            nxt = int(np.searchsorted(cdf / cdf[-1], rng.random(), side="right"))
+            out.append(nxt)
+            y, state = recurrent.step(embedding[nxt:nxt + 1], state)
+    finally:
+        model.train(was_training)
     return vocab.decode(out)
 
 

@@ -300,6 +300,60 @@ class RNNBase:
             self._tapes.keep((tape, y.shape, unbatched, B))
         return self._restore_layout(y, unbatched), self._public_states(states_n, unbatched)
 
+    def step(self, x: Any, hx: Any = None):
+        """One time step of the whole stack for inference (sampling, a decoder that does not
+        train): x (B, input_size) or unbatched (input_size,); hx and the returned state as in
+        :meth:`forward` (None: zeros). Returns (y (B, H_out), h_n).
+
+        Each layer is its kernels' time loop over T=1 without the batch plan
+        (``Backend.step_forward``, as the cells run it): several times faster than
+        ``forward`` on one step. Nothing is recorded and no dropout applies, in either mode
+        (the cells of :mod:`fastrnn.rnn_cell` run steps that train). Unidirectional stacks
+        only: the reverse direction starts at the sequence's end.
+        """
+        if self.num_directions != 1:
+            raise ValueError("step() needs a unidirectional stack: a bidirectional layer's "
+                             "reverse direction starts at the end of the sequence")
+        x = _to_numpy(x)
+        if x.ndim not in (1, 2):
+            raise ValueError(f"x must be 2-d (B, input_size) or 1-d unbatched (input_size,), "
+                             f"got shape {x.shape}")
+        x3, unbatched = self._time_major(x[None], "x")  # [1,B,I]
+        B = x3.shape[1]
+        if x3.shape[2] != self.input_size:
+            raise ValueError(f"x has {x3.shape[2]} features, expected "
+                             f"input_size={self.input_size}")
+        names = self.spec.cell.states
+        states = self._states(hx, B, unbatched,
+                              tuple(f"{s}0" for s in names) if len(names) > 1 else ("hx",))
+        cell = self.spec.cell
+        if self.spec.proj_size:  # the lean step has no projection: the layer kernels' step
+            y, states_n, _ = stack.forward(self.spec, self.params, x3, states, None,
+                                           backend=self._backend, save=False)
+            y = y[0]
+        else:
+            states_n = tuple(np.empty_like(s) for s in states)
+            y = x3[0]
+            for layer, args in enumerate(self._step_arguments()):
+                p = {arg: self.params[name] for arg, name in args}
+                new, _ = self._backend.step_forward(
+                    cell, y, p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"),
+                    tuple(s[layer] for s in states), tuple(p[arg] for arg, _ in cell.norms),
+                    False)
+                for i, state in enumerate(new):
+                    states_n[i][layer] = state
+                y = new[0]
+        return (y[0] if unbatched else y), self._public_states(states_n, unbatched)
+
+    def _step_arguments(self) -> list[list[tuple[str, str]]]:
+        """Per layer (forward direction), kernel argument -> parameter name, made once (the
+        spec is fixed): :meth:`step`'s per-call cost is part of every sampled character."""
+        if not hasattr(self, "_step_args"):
+            self._step_args = [[(arg, name) for arg, (name, _) in
+                                self.spec.layer_parameters(layer, 0).items()]
+                               for layer in range(self.num_layers)]
+        return self._step_args
+
     def backward(self, dy: Any, dh_n: Any = None):
         """Gradients of this thread's last forward (training mode), accumulated into
         ``self.grads``; a forward's tape serves one backward.

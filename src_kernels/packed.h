@@ -1,11 +1,16 @@
-/* The per-step recurrent product on a weight packed once per call (DESIGN.md: a BLAS call per
- * step re-packs W_hh every time).
+/* The CPU backend's own products, where a BLAS call would pack the weight first (DESIGN.md: a
+ * BLAS call per step re-packs W_hh every time).
  *
- * C[m,N] = A[m,K] @ Bm[K,N], where Bm is W^T (forward: h @ W_hh^T, W [N,K]) or W itself
- * (backward: dG @ W_hh, W [K,N]). pack() lays Bm out once as panels of NR columns, each [K][NR]
- * contiguous (the last panel zero-padded); the micro-kernel keeps an MR x NR block of C in
- * registers (MR = 4 rows, NR = 3 vectors: 12 accumulators + 3 panel vectors + 1 broadcast of
- * the 16 AVX2 registers) and streams the panel once per block of rows.
+ * Packed once per call, for a time loop's per-step products: C[m,N] = A[m,K] @ Bm[K,N], where
+ * Bm is W^T (forward: h @ W_hh^T, W [N,K]) or W itself (backward: dG @ W_hh, W [K,N]). pack()
+ * lays Bm out once as panels of NR columns, each [K][NR] contiguous (the last panel
+ * zero-padded); the micro-kernel keeps an MR x NR block of C in registers (MR = 4 rows, NR = 3
+ * vectors: 12 accumulators + 3 panel vectors + 1 broadcast of the 16 AVX2 registers) and
+ * streams the panel once per block of rows.
+ *
+ * In place, for products of few rows (a cell's step, a short loop): the same micro-kernel on
+ * W's own columns (inplace_gemm, A @ W), and the dot form (dot_gemm, A @ W^T: 4 rows of W
+ * against DOT_MR = 3 rows of A, lanes summed at the end), one pass over W and no packing.
  *
  * Single-threaded: the driver runs batch parts on their own cores. The kernels are compiled for
  * AVX2 + FMA whatever the build's -march (the rest of the module stays portable) and chosen at
@@ -19,6 +24,7 @@
 
 #define FASTRNN_MR 4
 #define FASTRNN_NV 3
+#define FASTRNN_DOT_MR 3
 
 /* 1: packed kernels in use; 0: BLAS per step. *reason (static text) says why. */
 static int packed_gemm_choice(const char **reason) {
@@ -53,25 +59,45 @@ static int packed_gemm_choice(const char **reason) {
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#include <immintrin.h>
+
+/* out[0..3] = the lane sums of a, b, c, d (8 floats each). */
+static inline __attribute__((always_inline)) void reduce4_f(__m256 a, __m256 b, __m256 c,
+                                                            __m256 d, float *out) {
+    const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)));
+}
+
+/* out[0..3] = the lane sums of a, b, c, d (4 doubles each). */
+static inline __attribute__((always_inline)) void reduce4_d(__m256d a, __m256d b, __m256d c,
+                                                            __m256d d, double *out) {
+    const __m256d ab = _mm256_hadd_pd(a, b), cd = _mm256_hadd_pd(c, d);
+    _mm256_storeu_pd(out, _mm256_add_pd(_mm256_permute2f128_pd(ab, cd, 0x20),
+                                        _mm256_permute2f128_pd(ab, cd, 0x31)));
+}
 
 #define REAL float
 #define SUFFIX f
 #define LANES 8
+#define NATIVE __m256
 #define BROADCAST(s) {s, s, s, s, s, s, s, s}
 #include "packed_impl.h"
 #undef REAL
 #undef SUFFIX
 #undef LANES
+#undef NATIVE
 #undef BROADCAST
 
 #define REAL double
 #define SUFFIX d
 #define LANES 4
+#define NATIVE __m256d
 #define BROADCAST(s) {s, s, s, s}
 #include "packed_impl.h"
 #undef REAL
 #undef SUFFIX
 #undef LANES
+#undef NATIVE
 #undef BROADCAST
 
 #pragma GCC pop_options

@@ -1,5 +1,5 @@
-/* One precision of the packed product; included by packed.h with REAL, SUFFIX, LANES (the
- * REALs in one 256-bit vector) and BROADCAST(s) (an initializer of LANES copies of s: gcc
+/* One precision of the products; included by packed.h with REAL, SUFFIX, LANES (the REALs in
+ * one 256-bit vector), NATIVE (that vector's intrinsics type) and BROADCAST(s) (an initializer of LANES copies of s: gcc
  * turns it into one vbroadcast, where a loop over the lanes or 0 + s costs instructions). */
 #define FP_CAT2(a, b) a##_##b
 #define FP_CAT(a, b) FP_CAT2(a, b)
@@ -35,17 +35,19 @@ static void FP(pack)(const REAL *restrict w, long K, long N, int transposed,
     }
 }
 
-/* C[rows, width] = A[rows, K] @ panel, rows <= MR (a constant after inlining). */
+/* C[rows, width] = A[rows, K] @ panel, rows <= MR (a constant after inlining); the panel's
+ * rows are ldp REALs apart (NR when packed, the weight's row length when read in place) and
+ * hold NR readable REALs each. */
 static inline __attribute__((always_inline)) void FP(block)(
-        const int rows, const REAL *restrict a, long lda, const REAL *restrict panel, long K,
-        REAL *restrict c, long ldc, long width) {
+        const int rows, const REAL *restrict a, long lda, const REAL *restrict panel, long ldp,
+        long K, REAL *restrict c, long ldc, long width) {
     FP(vec) acc[FASTRNN_MR][FASTRNN_NV];
     for (int i = 0; i < rows; i++)
         for (int v = 0; v < FASTRNN_NV; v++) acc[i][v] = (FP(vec)){0};
     for (long k = 0; k < K; k++) {
         FP(vec) b[FASTRNN_NV];
         for (int v = 0; v < FASTRNN_NV; v++) {
-            b[v] = *(const FP(vec) *)(panel + k * FP_NR + v * LANES);
+            b[v] = *(const FP(vec) *)(panel + k * ldp + v * LANES);
             /* Keep the panel vector in a register: tuned for znver3, gcc folds the load into
              * each row's FMA instead (4 loads where 1 will do: measured 2x slower). */
             __asm__("" : "+x"(b[v]));
@@ -68,6 +70,23 @@ static inline __attribute__((always_inline)) void FP(block)(
     }
 }
 
+/* Blocks of MR rows of C[m, width] = A[m,K] @ panel (the last block's row count a constant
+ * for the compiler). */
+static inline void FP(panel_rows)(const REAL *a, long m, long lda, const REAL *panel, long ldp,
+                                  long K, REAL *c, long ldc, long width) {
+    long i = 0;
+    for (; i + FASTRNN_MR <= m; i += FASTRNN_MR)
+        FP(block)(FASTRNN_MR, a + i * lda, lda, panel, ldp, K, c + i * ldc, ldc, width);
+    const REAL *ai = a + i * lda;
+    REAL *ci = c + i * ldc;
+    switch (m - i) {
+        case 1: FP(block)(1, ai, lda, panel, ldp, K, ci, ldc, width); break;
+        case 2: FP(block)(2, ai, lda, panel, ldp, K, ci, ldc, width); break;
+        case 3: FP(block)(3, ai, lda, panel, ldp, K, ci, ldc, width); break;
+        default: break;
+    }
+}
+
 /* C[m,N] (row stride ldc) = A[m,K] (row stride lda) @ Bm, Bm as pack() left it. */
 static void FP(packed_gemm)(const REAL *a, long m, long lda, const REAL *packed, long K,
                             long N, REAL *c, long ldc) {
@@ -75,16 +94,93 @@ static void FP(packed_gemm)(const REAL *a, long m, long lda, const REAL *packed,
     for (long p = 0; p < panels; p++) {
         const long n0 = p * FP_NR;
         const long width = N - n0 < FP_NR ? N - n0 : FP_NR;
-        const REAL *panel = packed + p * K * FP_NR;
+        FP(panel_rows)(a, m, lda, packed + p * K * FP_NR, FP_NR, K, c + n0, ldc, width);
+    }
+}
+
+/* C[m,N] = A[m,K] @ W[K,N] (row-major, all rows ldc / lda / N apart), W read in place: its
+ * full panels of NR columns are the micro-kernel's panels with row stride N; the last, narrower
+ * panel is packed (zero-padded), so nothing past W's end is read. Returns 0 when the tail
+ * panel's memory could not be had (nothing written then). */
+static int FP(inplace_gemm)(const REAL *a, long m, long lda, const REAL *w, long K, long N,
+                            REAL *c, long ldc) {
+    const long full = N / FP_NR * FP_NR;
+    REAL *tail = NULL;
+    if (full < N) {
+        tail = (REAL *)malloc(sizeof(REAL) * K * FP_NR);
+        if (!tail) return 0;
+        memset(tail, 0, sizeof(REAL) * K * FP_NR);
+        for (long k = 0; k < K; k++)
+            memcpy(tail + k * FP_NR, w + k * N + full, sizeof(REAL) * (N - full));
+    }
+    for (long n0 = 0; n0 < full; n0 += FP_NR)
+        FP(panel_rows)(a, m, lda, w + n0, N, K, c + n0, ldc, FP_NR);
+    if (tail) {
+        FP(panel_rows)(a, m, lda, tail, FP_NR, K, c + full, ldc, N - full);
+        free(tail);
+    }
+    return 1;
+}
+
+/* C[rows, 4] = A[rows, K] @ [w0 w1 w2 w3]^T, the dot form: 4 weight rows against `rows` <=
+ * DOT_MR rows of A (a constant after inlining), one vector of K per accumulator, the K % LANES
+ * tail from zero-padded copies; the lanes summed at the end (REDUCE4). Only the first `count`
+ * of the 4 columns are stored (the rest repeat a real row). */
+static inline __attribute__((always_inline)) void FP(dot_block)(
+        const int rows, const REAL *restrict a, long lda, const REAL *const w[4], long K,
+        REAL *restrict c, long ldc, int count) {
+    FP(vec) acc[FASTRNN_DOT_MR][4];
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = (FP(vec)){0};
+    long k = 0;
+    for (; k + LANES <= K; k += LANES) {
+        FP(vec) x[FASTRNN_DOT_MR];
+        for (int i = 0; i < rows; i++) x[i] = *(const FP(vec) *)(a + i * lda + k);
+        for (int j = 0; j < 4; j++) {
+            const FP(vec) wj = *(const FP(vec) *)(w[j] + k);
+            for (int i = 0; i < rows; i++) acc[i][j] += x[i] * wj;
+        }
+    }
+    if (k < K) {
+        REAL pad[LANES] = {0};
+        const size_t bytes = sizeof(REAL) * (K - k);
+        FP(vec) x[FASTRNN_DOT_MR];
+        for (int i = 0; i < rows; i++) {
+            memcpy(pad, a + i * lda + k, bytes);
+            x[i] = *(const FP(vec) *)pad;
+        }
+        for (int j = 0; j < 4; j++) {
+            memcpy(pad, w[j] + k, bytes);
+            const FP(vec) wj = *(const FP(vec) *)pad;
+            for (int i = 0; i < rows; i++) acc[i][j] += x[i] * wj;
+        }
+    }
+    for (int i = 0; i < rows; i++) {
+        REAL sums[4];
+        FP(reduce4)((NATIVE)acc[i][0], (NATIVE)acc[i][1], (NATIVE)acc[i][2], (NATIVE)acc[i][3],
+                    sums);
+        if (count == 4) memcpy(c + i * ldc, sums, sizeof(sums));
+        else memcpy(c + i * ldc, sums, sizeof(REAL) * count);
+    }
+}
+
+/* C[m,N] = A[m,K] @ W[N,K]^T (row-major, rows ldc / lda / K apart), W read in place: no
+ * packing, so a product of few rows costs one pass over W (a BLAS call packs W first). */
+static void FP(dot_gemm)(const REAL *a, long m, long lda, const REAL *w, long K, long N,
+                         REAL *c, long ldc) {
+    for (long n = 0; n < N; n += 4) {
+        const int count = N - n < 4 ? (int)(N - n) : 4;
+        const REAL *rows[4];
+        for (int j = 0; j < 4; j++) rows[j] = w + (n + (j < count ? j : 0)) * K;
         long i = 0;
-        for (; i + FASTRNN_MR <= m; i += FASTRNN_MR)
-            FP(block)(FASTRNN_MR, a + i * lda, lda, panel, K, c + i * ldc + n0, ldc, width);
-        const REAL *ai = a + i * lda;
-        REAL *ci = c + i * ldc + n0;
-        switch (m - i) {  /* the last rows, with the row count a constant for the compiler */
-            case 1: FP(block)(1, ai, lda, panel, K, ci, ldc, width); break;
-            case 2: FP(block)(2, ai, lda, panel, K, ci, ldc, width); break;
-            case 3: FP(block)(3, ai, lda, panel, K, ci, ldc, width); break;
+        for (; i + FASTRNN_DOT_MR <= m; i += FASTRNN_DOT_MR)
+            FP(dot_block)(FASTRNN_DOT_MR, a + i * lda, lda, rows, K, c + i * ldc + n, ldc,
+                          count);
+        switch (m - i) {
+            case 1: FP(dot_block)(1, a + i * lda, lda, rows, K, c + i * ldc + n, ldc, count);
+                    break;
+            case 2: FP(dot_block)(2, a + i * lda, lda, rows, K, c + i * ldc + n, ldc, count);
+                    break;
             default: break;
         }
     }

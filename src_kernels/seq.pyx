@@ -8,7 +8,7 @@ from cython cimport floating
 from common cimport add_to, layer_norm_rows, layer_norm_rows_bwd, matmul_w, matmul_wt
 from common cimport column_dots as _column_dots
 from common cimport matmul_tn as _matmul_tn
-from common cimport packed_gemm_choice
+from common cimport MAX_INPLACE_ROWS, packed_gemm_choice
 
 
 def step_product():
@@ -17,6 +17,12 @@ def step_product():
     cdef const char *reason
     cdef int packed = packed_gemm_choice(&reason)
     return bool(packed), reason.decode()
+
+
+def blas_free_rows():
+    """Products of at most this many rows (project, matmul_nn's forward side, a loop's step
+    product) read the weight in place instead of calling BLAS: 0 where this CPU keeps BLAS."""
+    return MAX_INPLACE_ROWS if packed_gemm_choice(NULL) else 0
 
 
 def _dtype(floating[:, :, ::1] a):

@@ -243,3 +243,50 @@ def test_layernorm_cells_in_torch_equal_the_numpy_cells():
         got = out[0] if isinstance(out, tuple) else out
         want = want[0] if isinstance(want, tuple) else want
         np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ a stack's inference step
+
+STACKS = {"lstm": {}, "gru": {}, "rnn_relu": {}, "layernorm_lstm": {},
+          "lstm-proj": {"proj_size": 3}}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", list(STACKS))
+@pytest.mark.parametrize("B", [None, 1, 5, 17])  # None: unbatched; 17 rows: past the in-place
+def test_a_stack_step_equals_its_forward_step_by_step(kind, backend, B):
+    """RNNBase.step over T steps (3 layers) gives forward's outputs and final states, in
+    training mode too (no dropout, nothing recorded)."""
+    if kind.startswith("layernorm") and backend == "cuda":
+        pytest.skip("no LayerNorm kernels on the CUDA backend")
+    I, H, T = 6, 7, 4
+    m = fastrnn.RNNBase(kind.split("-")[0], I, H, 3, dropout=0.5, dtype=np.float64,
+                        backend=backend, seed=1, **STACKS[kind])
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((T, I) if B is None else (T, B, I))
+    m.eval()
+    y, h_n = m(x)
+    m.train()
+    state = None
+    for t in range(T):
+        y_t, state = m.step(x[t], state)
+        np.testing.assert_allclose(y_t, y[t], rtol=1e-10, atol=1e-12)
+    for got, want in zip(state if isinstance(state, tuple) else (state,),
+                         h_n if isinstance(h_n, tuple) else (h_n,), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    with pytest.raises(RuntimeError, match="forward"):  # nothing was recorded
+        m.backward(np.zeros_like(y))
+
+
+def test_a_stack_step_refuses_bad_input():
+    m = fastrnn.LSTM(4, 5, 2, dtype=np.float64)
+    with pytest.raises(ValueError, match="unidirectional"):
+        fastrnn.GRU(4, 5, bidirectional=True).step(np.zeros((1, 4), np.float32))
+    with pytest.raises(ValueError, match="x must be 2-d"):
+        m.step(np.zeros((1, 1, 4)))
+    with pytest.raises(ValueError, match="input_size=4"):
+        m.step(np.zeros((2, 3)))
+    with pytest.raises(TypeError, match="dtype"):
+        m.step(np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"h0 must have shape \(2, 3, 5\)"):
+        m.step(np.zeros((3, 4)), (np.zeros((1, 3, 5)), np.zeros((2, 3, 5))))

@@ -57,3 +57,45 @@ def test_each_step_product_matches_the_reference(gemm):
                 "-k", "cython and (edge_shapes or random_shapes)"], gemm)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and "failed" not in out.stdout
+
+
+_PRODUCTS = """
+import numpy as np
+from fastrnn._kernels import seq
+rng = np.random.default_rng(0)
+for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-13)):
+    for rows in (*range(1, 19), 33):
+        for K, N in ((1, 1), (7, 5), (8, 24), (9, 25), (100, 52), (128, 512), (3, 97)):
+            x = rng.standard_normal((1, rows, K)).astype(dtype)
+            w = rng.standard_normal((N, K)).astype(dtype)
+            bias = rng.standard_normal(N).astype(dtype)
+            g = rng.standard_normal((1, rows, N)).astype(dtype)
+            want = x[0].astype(np.float64) @ w.T.astype(np.float64) + bias
+            got = seq.project(x, w, bias)[0]
+            assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max()) * K, \\
+                ("project", dtype, rows, K, N)
+            want = g[0].astype(np.float64) @ w.astype(np.float64)
+            got = seq.matmul_nn(g, w)[0]
+            assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max()) * N, \\
+                ("matmul_nn", dtype, rows, K, N)
+    x = np.full((1, 3, 20), np.nan, dtype)
+    assert np.isnan(seq.project(x, np.ones((4, 20), dtype), np.zeros(4, dtype))).all()
+    for rows in (1, 3, 40):
+        empty = seq.project(np.ones((1, rows, 0), dtype), np.ones((4, 0), dtype),
+                            np.zeros(4, dtype))
+        assert (empty == 0).all()
+        assert (seq.matmul_nn(np.ones((1, rows, 0), dtype), np.ones((0, 5), dtype)) == 0).all()
+print(seq.blas_free_rows())
+"""
+
+
+@pytest.mark.parametrize("gemm", ["blas", "packed"])
+def test_the_whole_sequence_products_match_numpy(gemm):
+    """project (x @ w^T + bias) and matmul_nn (g @ w) at every row count the in-place kernels
+    serve (1..16) and past it, odd sizes (K and N tails of the vectors, of the 4-row and the
+    3-vector blocks), float32/float64; NaN propagates, an empty input dimension gives 0."""
+    if gemm == "packed" and not _choice("packed")[0]:
+        pytest.skip("this CPU cannot run the packed kernels (no AVX2+FMA)")
+    out = _run(["-c", _PRODUCTS], gemm)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == (["16"] if gemm == "packed" else ["0"])

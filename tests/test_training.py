@@ -133,6 +133,32 @@ def test_charlm_learns_below_unigram_entropy_and_samples(tmp_path):
         charlm.sample(model, cfg, prime="\u2603")
 
 
+def test_sampling_runs_the_step_path_and_equals_the_whole_sequence_forward():
+    """charlm.sample's per-character steps (RNNBase.step) give the characters that the whole
+    prefix through the model's forward gives, for a hand-built model that is not stateful,
+    with the vocabulary given as a string; the model is put back in training mode."""
+    vocab = "abcdefgh \n"
+    model = nn.Sequential(nn.Embedding(len(vocab), 5, seed=0),
+                          nn.Recurrent("gru", 5, 12, 2, seed=1), nn.Linear(12, len(vocab), seed=2))
+    got = charlm.sample(model, vocab, "abc", 25, temperature=0.8, seed=4)
+    assert model.training
+    rng = np.random.default_rng(4)
+    ids = list(charlm.Vocab(vocab).encode("abc"))
+    model.eval()
+    for _ in range(25):
+        z = model(np.array([ids]))[0, -1].astype(np.float64) / 0.8
+        cdf = np.cumsum(np.exp(z - z.max()))
+        ids.append(int(np.searchsorted(cdf / cdf[-1], rng.random(), side="right")))
+    assert got == charlm.Vocab(vocab).decode(ids[3:])
+    assert got == charlm.sample(model, charlm.Vocab(vocab), "abc", 25, temperature=0.8, seed=4)
+    with pytest.raises(ValueError, match="Embedding, Recurrent"):
+        charlm.sample(nn.Sequential(nn.Linear(3, 3)), vocab)
+    with pytest.raises(ValueError, match="vocabulary 3 characters"):
+        charlm.sample(model, "abc")
+    with pytest.raises(TypeError, match="vocab must be"):
+        charlm.sample(model, 7)
+
+
 def test_text_checks():
     with pytest.raises(ValueError, match="empty"):
         charlm.check_text("   ")

@@ -59,7 +59,8 @@ if _missing is None:
                      for name, m in (("rnn", rnn), ("lstm", lstm), ("gru", gru),
                                      ("ln_lstm", ln_lstm), ("ln_gru", ln_gru))},
                     HostProducts(seq.project, seq.matmul_nn, seq.matmul_tn, seq.column_sums,
-                                 seq.layer_norm, seq.layer_norm_backward, seq.column_dots),
+                                 seq.layer_norm, seq.layer_norm_backward, seq.column_dots,
+                                 seq.blas_free_rows()),
                     min_part_rows=4 if _packed else 8, min_part_columns=0 if _packed else 384,
                     min_part_work=MIN_PART_WORK)
     forward, backward, supports = driver.forward, driver.backward, driver.supports

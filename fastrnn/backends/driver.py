@@ -64,6 +64,8 @@ class Products(Protocol):
 
     #: whether the batch may be sorted and split into parts on the host (CPU backends)
     splits_batch: bool
+    #: the products (project, matmul_nn, a loop's step) of at most this many rows call no BLAS
+    blas_free_rows: int
 
     def is_host(self, a: Any) -> bool:
         """Whether `a` is a NumPy array (results then go back as NumPy arrays)."""
@@ -218,15 +220,17 @@ class Driver:
             return parallel.single_threaded(task)
         return task()
 
-    def _project(self, cell: Cell, x, w_ih, b_ih, b_hh, norms: tuple, active: np.ndarray):
+    def _project(self, cell: Cell, x, w_ih, b_ih, b_hh, norms: tuple,
+                 active: np.ndarray | None):
         """x @ w_ih^T + the biases that fold, for the (step, row) pairs the sequences own
-        (padding stays 0): [T,B,G]; LayerNorm cells normalise it first (gain norms[0]).
+        (padding stays 0; active None: they own them all): [T,B,G]; LayerNorm cells normalise
+        it first (gain norms[0]).
         Returns it, and for LayerNorm cells the normalised rows and their 1/std over the
         pairs the sequences own (else None, None)."""
         P = self.products
         biases = () if b_ih is None else (b_ih,) if cell.split_recurrent else (b_ih, b_hh)
         T, B, I = x.shape
-        rows = _valid_rows(active, B) if P.splits_batch else None
+        rows = _valid_rows(active, B) if P.splits_batch and active is not None else None
         own = x if rows is None else x.reshape(T * B, I)[rows][None]
         hat = rstd = None
         if norms:
@@ -346,6 +350,8 @@ class Driver:
 
     def step_forward(self, cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states: tuple,
                      norms: tuple, training: bool):
+        if x.shape[0] <= self.products.blas_free_rows:  # no BLAS thread count to switch
+            return self._step_forward(cell, x, w_ih, w_hh, b_ih, b_hh, states, norms, training)
         work = x.shape[0] * w_hh.shape[0] * (x.shape[1] + w_hh.shape[1])
         return self._alone(lambda: self._step_forward(cell, x, w_ih, w_hh, b_ih, b_hh,
                                                       states, norms, training), work)
@@ -362,7 +368,7 @@ class Driver:
         H, dtype = G // cell.gates, x.dtype
         x3 = x.reshape(1, B, I)
         active = self._all_rows(B)
-        xw, x_hat, x_rstd = self._project(cell, x3, w_ih, b_ih, b_hh, norms, active)
+        xw, x_hat, x_rstd = self._project(cell, x3, w_ih, b_ih, b_hh, norms, None)
         b_rec = P.absent(dtype, 1)
         if cell.split_recurrent:
             b_rec = P.zeros((G,), dtype) if b_hh is None else b_hh

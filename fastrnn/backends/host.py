@@ -17,13 +17,15 @@ class HostProducts:
     ``project(x, w, bias)``, ``matmul_nn``, ``matmul_tn``, ``column_sums``, and the input
     side's LayerNorm: ``layer_norm(a, gain, shifts)``, ``layer_norm_backward`` and
     ``column_dots`` (a row's statistics and its backward in one pass over the row, the gain's
-    gradient in the same pass)."""
+    gradient in the same pass). `blas_free_rows`: ``project`` and a time loop's per-step
+    product of at most this many rows run on the backend's own kernels, not BLAS."""
 
     splits_batch = True
 
     def __init__(self, project: Callable, matmul_nn: Callable, matmul_tn: Callable,
                  column_sums: Callable, layer_norm: Callable, layer_norm_backward: Callable,
-                 column_dots: Callable):
+                 column_dots: Callable, blas_free_rows: int = 0):
+        self.blas_free_rows = blas_free_rows
         self._project = project
         self.matmul_nn = matmul_nn
         self.matmul_tn = matmul_tn

@@ -62,6 +62,13 @@ class Recurrent(Module):
         D = self.stack.num_directions
         return np.concatenate(list(h[-D:]), axis=-1)  # [B, D*H_out]
 
+    def step(self, x: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]:
+        """One time step for inference, x [B,I] -> (y [B,H_out], the new state): the state
+        is passed and returned explicitly (None: zeros; its format is the stack's h_n, which
+        ``stateful`` keeps in ``self.state``), nothing is recorded for backward, no dropout
+        applies (:meth:`fastrnn.rnn.RNNBase.step`)."""
+        return self.stack.step(x, state)
+
     def backward(self, dy: np.ndarray) -> np.ndarray:
         y_shape, h_shape = self._need(self._shape, "its input")
         if self.output == "sequence":

@@ -59,6 +59,7 @@ class DeviceProducts:
     the caller's order in one part (the kernels follow each sequence's own length)."""
 
     splits_batch = False
+    blas_free_rows = 0  # (the device runs no host BLAS)
 
     def is_host(self, a: Any) -> bool:
         return isinstance(a, np.ndarray)
