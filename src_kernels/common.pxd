@@ -29,6 +29,9 @@ cdef extern from "packed.h" nogil:
                        float *c, long ldc)
     int inplace_gemm_d(const double *a, long m, long lda, const double *w, long K, long N,
                        double *c, long ldc)
+    int inplace_tn_gemm_f(const float *a, long K, long M, const float *b, long N, float *c)
+    int inplace_tn_gemm_d(const double *a, long K, long M, const double *b, long N,
+                          double *c)
     void dot_gemm_f(const float *a, long m, long lda, const float *w, long K, long N,
                     float *c, long ldc)
     void dot_gemm_d(const double *a, long m, long lda, const double *w, long K, long N,
@@ -181,8 +184,19 @@ cdef inline void matmul_w(floating *a, floating *w, floating *out, int n, int N,
 
 cdef inline void matmul_tn(floating *a, floating *b, floating *out, int rows, int M,
                            int N) noexcept nogil:
-    """out[M,N] = a[rows,M]^T @ b[rows,N] (row-major)."""
-    _gemm(c'N', c'T', N, M, rows, b, N, a, M, out, N)
+    """out[M,N] = a[rows,M]^T @ b[rows,N] (row-major); few rows read both in place
+    (inplace_tn_gemm: a step's weight gradient, where BLAS packs both first)."""
+    cdef int done = 0
+    if rows == 0:
+        memset(out, 0, <size_t>M * N * sizeof(floating))
+        return
+    if rows <= MAX_INPLACE_ROWS and packed_gemm_choice(NULL):
+        if floating is float:
+            done = inplace_tn_gemm_f(a, rows, M, b, N, out)
+        else:
+            done = inplace_tn_gemm_d(a, rows, M, b, N, out)
+    if not done:
+        _gemm(c'N', c'T', N, M, rows, b, N, a, M, out, N)
 
 
 cdef enum:

@@ -35,12 +35,12 @@ static void FP(pack)(const REAL *restrict w, long K, long N, int transposed,
     }
 }
 
-/* C[rows, width] = A[rows, K] @ panel, rows <= MR (a constant after inlining); the panel's
- * rows are ldp REALs apart (NR when packed, the weight's row length when read in place) and
- * hold NR readable REALs each. */
+/* C[rows, width] = A[rows, K] @ panel, rows <= MR (a constant after inlining); A[i,k] is
+ * a[i * lda + k * ldk]; the panel's rows are ldp REALs apart (NR when packed, the weight's row
+ * length when read in place) and hold NR readable REALs each. */
 static inline __attribute__((always_inline)) void FP(block)(
-        const int rows, const REAL *restrict a, long lda, const REAL *restrict panel, long ldp,
-        long K, REAL *restrict c, long ldc, long width) {
+        const int rows, const REAL *restrict a, long lda, long ldk,
+        const REAL *restrict panel, long ldp, long K, REAL *restrict c, long ldc, long width) {
     FP(vec) acc[FASTRNN_MR][FASTRNN_NV];
     for (int i = 0; i < rows; i++)
         for (int v = 0; v < FASTRNN_NV; v++) acc[i][v] = (FP(vec)){0};
@@ -53,7 +53,7 @@ static inline __attribute__((always_inline)) void FP(block)(
             __asm__("" : "+x"(b[v]));
         }
         for (int i = 0; i < rows; i++) {
-            const REAL s = a[i * lda + k];
+            const REAL s = a[i * lda + k * ldk];
             const FP(vec) bcast = BROADCAST(s);
             for (int v = 0; v < FASTRNN_NV; v++) acc[i][v] += bcast * b[v];
         }
@@ -71,18 +71,19 @@ static inline __attribute__((always_inline)) void FP(block)(
 }
 
 /* Blocks of MR rows of C[m, width] = A[m,K] @ panel (the last block's row count a constant
- * for the compiler). */
-static inline void FP(panel_rows)(const REAL *a, long m, long lda, const REAL *panel, long ldp,
-                                  long K, REAL *c, long ldc, long width) {
+ * for the compiler; inlined, so a constant ldk stays one). */
+static inline __attribute__((always_inline)) void FP(panel_rows)(
+        const REAL *a, long m, long lda, long ldk, const REAL *panel, long ldp, long K,
+        REAL *c, long ldc, long width) {
     long i = 0;
     for (; i + FASTRNN_MR <= m; i += FASTRNN_MR)
-        FP(block)(FASTRNN_MR, a + i * lda, lda, panel, ldp, K, c + i * ldc, ldc, width);
+        FP(block)(FASTRNN_MR, a + i * lda, lda, ldk, panel, ldp, K, c + i * ldc, ldc, width);
     const REAL *ai = a + i * lda;
     REAL *ci = c + i * ldc;
     switch (m - i) {
-        case 1: FP(block)(1, ai, lda, panel, ldp, K, ci, ldc, width); break;
-        case 2: FP(block)(2, ai, lda, panel, ldp, K, ci, ldc, width); break;
-        case 3: FP(block)(3, ai, lda, panel, ldp, K, ci, ldc, width); break;
+        case 1: FP(block)(1, ai, lda, ldk, panel, ldp, K, ci, ldc, width); break;
+        case 2: FP(block)(2, ai, lda, ldk, panel, ldp, K, ci, ldc, width); break;
+        case 3: FP(block)(3, ai, lda, ldk, panel, ldp, K, ci, ldc, width); break;
         default: break;
     }
 }
@@ -94,16 +95,17 @@ static void FP(packed_gemm)(const REAL *a, long m, long lda, const REAL *packed,
     for (long p = 0; p < panels; p++) {
         const long n0 = p * FP_NR;
         const long width = N - n0 < FP_NR ? N - n0 : FP_NR;
-        FP(panel_rows)(a, m, lda, packed + p * K * FP_NR, FP_NR, K, c + n0, ldc, width);
+        FP(panel_rows)(a, m, lda, 1, packed + p * K * FP_NR, FP_NR, K, c + n0, ldc, width);
     }
 }
 
-/* C[m,N] = A[m,K] @ W[K,N] (row-major, all rows ldc / lda / N apart), W read in place: its
- * full panels of NR columns are the micro-kernel's panels with row stride N; the last, narrower
- * panel is packed (zero-padded), so nothing past W's end is read. Returns 0 when the tail
- * panel's memory could not be had (nothing written then). */
-static int FP(inplace_gemm)(const REAL *a, long m, long lda, const REAL *w, long K, long N,
-                            REAL *c, long ldc) {
+/* C[m,N] = A[m,K] @ W[K,N] (row-major, C's rows ldc apart, W's N; A[i,k] at a[i * lda + k *
+ * ldk]), W read in place: its full panels of NR columns are the micro-kernel's panels with row
+ * stride N; the last, narrower panel is packed (zero-padded), so nothing past W's end is read.
+ * Returns 0 when the tail panel's memory could not be had (nothing written then). */
+static inline __attribute__((always_inline)) int FP(inplace)(
+        const REAL *a, long m, long lda, long ldk, const REAL *w, long K, long N, REAL *c,
+        long ldc) {
     const long full = N / FP_NR * FP_NR;
     REAL *tail = NULL;
     if (full < N) {
@@ -114,12 +116,25 @@ static int FP(inplace_gemm)(const REAL *a, long m, long lda, const REAL *w, long
             memcpy(tail + k * FP_NR, w + k * N + full, sizeof(REAL) * (N - full));
     }
     for (long n0 = 0; n0 < full; n0 += FP_NR)
-        FP(panel_rows)(a, m, lda, w + n0, N, K, c + n0, ldc, FP_NR);
+        FP(panel_rows)(a, m, lda, ldk, w + n0, N, K, c + n0, ldc, FP_NR);
     if (tail) {
-        FP(panel_rows)(a, m, lda, tail, FP_NR, K, c + full, ldc, N - full);
+        FP(panel_rows)(a, m, lda, ldk, tail, FP_NR, K, c + full, ldc, N - full);
         free(tail);
     }
     return 1;
+}
+
+/* C[m,N] = A[m,K] @ W[K,N], A's rows lda apart (a step's dG @ W_hh). */
+static int FP(inplace_gemm)(const REAL *a, long m, long lda, const REAL *w, long K, long N,
+                            REAL *c, long ldc) {
+    return FP(inplace)(a, m, lda, 1, w, K, N, c, ldc);
+}
+
+/* C[M,N] = A[K,M]^T @ B[K,N] (row-major, C's rows N apart) for few rows K (a step's weight
+ * gradient dG^T @ h): B read in place, A through its transpose's strides. */
+static int FP(inplace_tn_gemm)(const REAL *a, long K, long M, const REAL *b, long N,
+                               REAL *c) {
+    return FP(inplace)(a, M, 1, M, b, K, N, c, N);
 }
 
 /* C[rows, 4] = A[rows, K] @ [w0 w1 w2 w3]^T, the dot form: 4 weight rows against `rows` <=

@@ -78,6 +78,10 @@ for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-13)):
             got = seq.matmul_nn(g, w)[0]
             assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max()) * N, \\
                 ("matmul_nn", dtype, rows, K, N)
+            want = g[0].T.astype(np.float64) @ x[0].astype(np.float64)
+            got = seq.matmul_tn(g, x)
+            assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max()) * rows, \\
+                ("matmul_tn", dtype, rows, K, N)
     x = np.full((1, 3, 20), np.nan, dtype)
     assert np.isnan(seq.project(x, np.ones((4, 20), dtype), np.zeros(4, dtype))).all()
     for rows in (1, 3, 40):
@@ -85,14 +89,15 @@ for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-13)):
                             np.zeros(4, dtype))
         assert (empty == 0).all()
         assert (seq.matmul_nn(np.ones((1, rows, 0), dtype), np.ones((0, 5), dtype)) == 0).all()
+    assert (seq.matmul_tn(np.ones((0, 3, 4), dtype), np.ones((0, 3, 5), dtype)) == 0).all()
 print(seq.blas_free_rows())
 """
 
 
 @pytest.mark.parametrize("gemm", ["blas", "packed"])
 def test_the_whole_sequence_products_match_numpy(gemm):
-    """project (x @ w^T + bias) and matmul_nn (g @ w) at every row count the in-place kernels
-    serve (1..16) and past it, odd sizes (K and N tails of the vectors, of the 4-row and the
+    """project (x @ w^T + bias), matmul_nn (g @ w) and matmul_tn (g^T @ x) at every row count
+    the in-place kernels serve (1..16) and past it, odd sizes (K and N tails of the vectors, of the 4-row and the
     3-vector blocks), float32/float64; NaN propagates, an empty input dimension gives 0."""
     if gemm == "packed" and not _choice("packed")[0]:
         pytest.skip("this CPU cannot run the packed kernels (no AVX2+FMA)")

@@ -64,7 +64,8 @@ class Products(Protocol):
 
     #: whether the batch may be sorted and split into parts on the host (CPU backends)
     splits_batch: bool
-    #: the products (project, matmul_nn, a loop's step) of at most this many rows call no BLAS
+    #: the products (project, matmul_nn, matmul_tn, a loop's step) of at most this many rows
+    #: call no BLAS (matmul_nn and a backward step's product of one row excepted: gemv)
     blas_free_rows: int
 
     def is_host(self, a: Any) -> bool:
@@ -390,6 +391,8 @@ class Driver:
         its new state: dx [B,I], the states' gradients (a list), and dw_ih, dw_hh, db_ih,
         db_hh, the norms' gradients as in :meth:`backward`."""
         x = saved.parts[0].x
+        if 1 < x.shape[1] <= self.products.blas_free_rows:  # (one row's products are gemv)
+            return self._step_backward(cell, dh, dc, saved)
         work = 2 * x.shape[1] * saved.w_hh.shape[0] * (x.shape[2] + saved.w_hh.shape[1])
         return self._alone(lambda: self._step_backward(cell, dh, dc, saved), work)
 

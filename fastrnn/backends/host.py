@@ -17,8 +17,8 @@ class HostProducts:
     ``project(x, w, bias)``, ``matmul_nn``, ``matmul_tn``, ``column_sums``, and the input
     side's LayerNorm: ``layer_norm(a, gain, shifts)``, ``layer_norm_backward`` and
     ``column_dots`` (a row's statistics and its backward in one pass over the row, the gain's
-    gradient in the same pass). `blas_free_rows`: ``project`` and a time loop's per-step
-    product of at most this many rows run on the backend's own kernels, not BLAS."""
+    gradient in the same pass). `blas_free_rows`: the products of at most this many rows run
+    on the backend's own kernels, not BLAS (:class:`~fastrnn.backends.driver.Products`)."""
 
     splits_batch = True
 
