@@ -73,9 +73,24 @@ def _bench(args: argparse.Namespace) -> int:
         for cell in ("lstm", "gru"):
             charlm.append(compare(cell))
             print(f"  {charlm[-1]}")
+    steps: dict = {}
+    if args.steps:
+        from . import step_bench
+
+        print("\nsingle steps: fastrnn's cells beside torch.nn's (I = H, float32; decoder50: "
+              "50 steps forward, then backward through them):")
+        cell_results = step_bench.cells(min_time=0.05 if args.quick else args.min_time,
+                                        warmup=0.05 if args.quick else 0.2, progress=progress)
+        if progress:
+            print(" " * 60, end="\r")
+        print(step_bench.format_cells(cell_results))
+        sampled = step_bench.sampling(min_time=0.5 if args.quick else 2.0)
+        print(sampled)
+        steps = {"cells": [vars(r) for r in cell_results], "sampling": vars(sampled)}
     if args.json:
         bench.save_json(results, args.json, {**info, "first_call": latency,
-                                             "charlm": [vars(c) for c in charlm]})
+                                             "charlm": [vars(c) for c in charlm],
+                                             "steps": steps})
         print(f"saved {args.json}")
     if args.plot:
         bench.plot(results, args.plot)
@@ -196,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--charlm", action="store_true",
                        help="also time the char-LM training step against the same model in "
                             "torch (needs torch)")
+    bench.add_argument("--steps", action="store_true",
+                       help="also time single steps: fastrnn's cells beside torch.nn's, and "
+                            "the char-LM sampler's characters/s")
     bench.add_argument("--json", metavar="FILE", help="save results and machine info as JSON")
     bench.add_argument("--plot", metavar="FILE", help="save a chart (needs matplotlib)")
     bench.set_defaults(run=_bench)

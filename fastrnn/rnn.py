@@ -318,31 +318,33 @@ class RNNBase:
         if x.ndim not in (1, 2):
             raise ValueError(f"x must be 2-d (B, input_size) or 1-d unbatched (input_size,), "
                              f"got shape {x.shape}")
-        x3, unbatched = self._time_major(x[None], "x")  # [1,B,I]
-        B = x3.shape[1]
-        if x3.shape[2] != self.input_size:
-            raise ValueError(f"x has {x3.shape[2]} features, expected "
+        if x.dtype != self.dtype:  # forward's message
+            self._time_major(x[None], "x")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"x has {x.shape[-1]} features, expected "
                              f"input_size={self.input_size}")
+        unbatched = x.ndim == 1
+        x = np.ascontiguousarray(x.reshape(1, -1) if unbatched else x)
         names = self.spec.cell.states
-        states = self._states(hx, B, unbatched,
+        states = self._states(hx, x.shape[0], unbatched,
                               tuple(f"{s}0" for s in names) if len(names) > 1 else ("hx",))
         cell = self.spec.cell
         if self.spec.proj_size:  # the lean step has no projection: the layer kernels' step
-            y, states_n, _ = stack.forward(self.spec, self.params, x3, states, None,
+            y, states_n, _ = stack.forward(self.spec, self.params, x[None], states, None,
                                            backend=self._backend, save=False)
             y = y[0]
         else:
-            states_n = tuple(np.empty_like(s) for s in states)
-            y = x3[0]
+            y, layers = x, []
             for layer, args in enumerate(self._step_arguments()):
                 p = {arg: self.params[name] for arg, name in args}
                 new, _ = self._backend.step_forward(
                     cell, y, p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"),
                     tuple(s[layer] for s in states), tuple(p[arg] for arg, _ in cell.norms),
                     False)
-                for i, state in enumerate(new):
-                    states_n[i][layer] = state
+                layers.append(new)
                 y = new[0]
+            states_n = tuple(np.stack(per_state) if len(per_state) > 1 else per_state[0][None]
+                             for per_state in zip(*layers, strict=True))  # (stack: ~3 us)
         return (y[0] if unbatched else y), self._public_states(states_n, unbatched)
 
     def _step_arguments(self) -> list[list[tuple[str, str]]]:

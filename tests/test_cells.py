@@ -256,16 +256,17 @@ STACKS = {"lstm": {}, "gru": {}, "rnn_relu": {}, "layernorm_lstm": {},
 @pytest.mark.parametrize("B", [None, 1, 5, 17])  # None: unbatched; 17 rows: past the in-place
 def test_a_stack_step_equals_its_forward_step_by_step(kind, backend, B):
     """RNNBase.step over T steps (3 layers) gives forward's outputs and final states, in
-    training mode too (no dropout, nothing recorded)."""
+    training mode too (no dropout, nothing recorded); batch_first changes nothing for a step."""
     if kind.startswith("layernorm") and backend == "cuda":
         pytest.skip("no LayerNorm kernels on the CUDA backend")
     I, H, T = 6, 7, 4
     m = fastrnn.RNNBase(kind.split("-")[0], I, H, 3, dropout=0.5, dtype=np.float64,
-                        backend=backend, seed=1, **STACKS[kind])
+                        backend=backend, seed=1, batch_first=B == 5, **STACKS[kind])
     rng = np.random.default_rng(2)
     x = rng.standard_normal((T, I) if B is None else (T, B, I))
     m.eval()
-    y, h_n = m(x)
+    y, h_n = m(x.transpose(1, 0, 2)) if m.batch_first else m(x)
+    y = y.transpose(1, 0, 2) if m.batch_first else y
     m.train()
     state = None
     for t in range(T):

@@ -207,3 +207,19 @@ def test_info_names_the_cpu_and_its_isa():
     assert cpu["model"] and cpu["usable_cpus"] >= 1
     assert set(cpu["isa"]) <= {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16",
                                "avx512_fp16", "amx_tile"}
+
+
+def test_bench_steps_times_the_cells_and_the_sampler(tmp_path, capsys, monkeypatch):
+    from fastrnn import step_bench
+
+    monkeypatch.setattr(step_bench, "CELL_SHAPES", ((2, 8),))
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--cells", "gru", "--shapes", "streaming", "--modes", "inference",
+                 "--backends", "reference", "--steps", "--quick", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "decoder50" in text and "chars/s on the single-step path" in text
+    steps = json.loads(out.read_text())["machine"]["steps"]
+    assert {(r["cell"], r["mode"]) for r in steps["cells"]} == {
+        (c, m) for c in ("LSTMCell", "GRUCell") for m in ("inference", "decoder50")}
+    assert all(ms > 0 for r in steps["cells"] for ms in r["ms"].values())
+    assert steps["sampling"]["step_chars_per_s"] > 0 < steps["sampling"]["layer_chars_per_s"]

@@ -97,8 +97,9 @@ print(seq.blas_free_rows())
 @pytest.mark.parametrize("gemm", ["blas", "packed"])
 def test_the_whole_sequence_products_match_numpy(gemm):
     """project (x @ w^T + bias), matmul_nn (g @ w) and matmul_tn (g^T @ x) at every row count
-    the in-place kernels serve (1..16) and past it, odd sizes (K and N tails of the vectors, of the 4-row and the
-    3-vector blocks), float32/float64; NaN propagates, an empty input dimension gives 0."""
+    the in-place kernels serve (1..16) and past it, odd sizes (K and N tails of the vectors,
+    of the 4-row and the 3-vector blocks), float32/float64; NaN propagates, an empty input
+    dimension gives 0."""
     if gemm == "packed" and not _choice("packed")[0]:
         pytest.skip("this CPU cannot run the packed kernels (no AVX2+FMA)")
     out = _run(["-c", _PRODUCTS], gemm)
