@@ -7,9 +7,15 @@
 
 #include <math.h>
 
-/* Eigen's clamped rational tanh: <= ~3e-7 from tanh, vectorisable (same as the Numba backend). */
+/* Eigen's clamped rational tanh: <= ~3e-7 from tanh, vectorisable (same as the Numba backend),
+ * exactly +-1 from |x| = FASTRNN_TANH_ONE on, where float32's tanh rounds to 1: a saturated unit
+ * then has a derivative of exactly 0 (the clamped form tops out at 0.99999976, whose derivative
+ * 4.8e-7 an input of 1e5 turns into a weight gradient of 0.05). NaN stays NaN. */
+#define FASTRNN_TANH_ONE 9.01f
 static inline float tanh_f(float x) {
     const float clamp = 7.90531110763549805f;
+    if (x >= FASTRNN_TANH_ONE) return 1.0f;
+    if (x <= -FASTRNN_TANH_ONE) return -1.0f;
     x = x < -clamp ? -clamp : (x > clamp ? clamp : x);
     const float x2 = x * x;
     float p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;

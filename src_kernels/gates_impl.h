@@ -31,7 +31,7 @@ static inline void FR(rnn_fwd)(const REAL *restrict xw, const REAL *restrict hw,
         if (relu) {
             for (long j = 0; j < H; j++) {
                 const REAL pre = xw[r + j] + hw[r + j];
-                const REAL v = pre > 0 ? pre : (REAL)0;
+                const REAL v = pre < 0 ? (REAL)0 : pre;  /* NaN stays NaN, as np.maximum */
                 h[r + j] = v;
                 h_new[r + j] = v;
             }
@@ -51,7 +51,9 @@ static inline void FR(rnn_bwd)(const REAL *restrict dh, const REAL *restrict dy,
                                int relu) {
     const long count = n * H;
     if (relu) {
-        for (long i = 0; i < count; i++) dpre[i] = h_new[i] > 0 ? dh[i] + dy[i] : (REAL)0;
+        /* a product, not a choice: a NaN gradient stays NaN where the unit is off */
+        for (long i = 0; i < count; i++)
+            dpre[i] = (dh[i] + dy[i]) * (h_new[i] > 0 ? (REAL)1 : (REAL)0);
     } else {
         for (long i = 0; i < count; i++)
             dpre[i] = (dh[i] + dy[i]) * ((REAL)1 - h_new[i] * h_new[i]);
@@ -170,16 +172,17 @@ static inline void FR(gru_bwd)(const REAL *restrict dh, const REAL *restrict dy,
  * taken in the gate pass while the row is in cache. rstd holds 1/std per row: two values per
  * row for the LSTM (its product's, then c''s), one for the GRU. */
 
-/* mean and 1/std of v[0:N]: two passes, so no cancellation */
+/* mean and 1/std of v[0:N]: two passes, so no cancellation, summed in double, so a float row
+ * of values up to 3e38 (squares past float's range) keeps its statistics */
 static inline void FR(row_stats)(const REAL *restrict v, long N, REAL *mean, REAL *rstd) {
-    REAL s = 0, q = 0;
+    double s = 0, q = 0;
 #pragma omp simd reduction(+ : s)
     for (long j = 0; j < N; j++) s += v[j];
-    const REAL m = s / (REAL)N;
+    const double m = s / (double)N;
 #pragma omp simd reduction(+ : q)
-    for (long j = 0; j < N; j++) q += (v[j] - m) * (v[j] - m);
-    *mean = m;
-    *rstd = (REAL)1 / FR(sqrt)(q / (REAL)N + (REAL)FASTRNN_LN_EPS);
+    for (long j = 0; j < N; j++) q += ((double)v[j] - m) * ((double)v[j] - m);
+    *mean = (REAL)m;
+    *rstd = (REAL)(1 / sqrt(q / (double)N + FASTRNN_LN_EPS));
 }
 
 /* d_v = s (d - mean(d) - hat mean(d hat)) for d = d_post * gain over a row of N */

@@ -160,7 +160,30 @@ def test_extreme_preactivations_stay_finite_and_conform(name, cell, dtype):
 @pytest.mark.parametrize("name", BACKENDS)
 def test_long_sequences_of_1000_steps(name, cell):
     pb = make_problem(cell, T=1000, B=2, I=4, H=8, ragged=True, seed=3)
-    check_backend(name, pb, np.float32)
+    if float32_conditioned(pb):
+        check_backend(name, pb, np.float32)
+    else:  # the LayerNorm LSTM over 1000 steps: float32 itself is 0.84 of the bound off
+        check_as_close_as_float32(name, pb)
+
+
+def check_as_close_as_float32(name, pb, factor=2.0):
+    """For a problem float32 arithmetic answers poorly (not :func:`float32_conditioned`):
+    each result of `name` in float32 is at most `factor` times as far from the float64
+    reference as the reference's own float32 run is (largest elementwise distance)."""
+    exact = pb.astype(np.float32).astype(np.float64)
+    want = REF.forward(*exact.args(), **exact.kwargs())
+    want_g = REF.backward(exact.dy, exact.dh_n, exact.dc_n, want.ctx)
+    low = pb.astype(np.float32)
+    results = {}
+    for backend in (REF, backends.get(name)):
+        out = backend.forward(*low.args(), **low.kwargs())
+        g = backend.backward(low.dy, low.dh_n, low.dc_n, out.ctx)
+        results[backend.name] = [out.y, out.h_n, *g.dnorms] + [
+            getattr(g, f) for f in GRAD_OF if getattr(want_g, f) is not None]
+    truth = [want.y, want.h_n, *want_g.dnorms] + [
+        getattr(want_g, f) for f in GRAD_OF if getattr(want_g, f) is not None]
+    for got, ref32, true in zip(results[name], results["reference"], truth, strict=True):
+        assert np.abs(got - true).max() <= factor * np.abs(ref32 - true).max() + 1e-6
 
 
 FUSED = [name for name in BACKENDS if hasattr(backends.get(name).module, "driver")]

@@ -293,10 +293,15 @@ def gru_backward(cell: Cell, dy, dstates, ctx: _Saved):
 
 
 def _layer_norm(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(norm(v), 1/std) over the last axis: [..., N] and [..., 1]."""
-    centred = v - v.mean(axis=-1, keepdims=True)
-    rstd = 1 / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + LAYER_NORM_EPS)
-    return centred * rstd, rstd
+    """(norm(v), 1/std) over the last axis: [..., N] and [..., 1], in v's dtype; the statistics
+    in float64, so a float32 row of values up to 3e38 (squares past float32's range) keeps
+    them."""
+    wide = v.astype(np.float64)
+    mean = wide.mean(axis=-1, keepdims=True)
+    centred = wide - mean
+    rstd = (1 / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + LAYER_NORM_EPS))
+    rstd = rstd.astype(v.dtype)
+    return (v - mean.astype(v.dtype)) * rstd, rstd
 
 
 def _layer_norm_backward(d_hat: np.ndarray, hat: np.ndarray, rstd: np.ndarray) -> np.ndarray:

@@ -534,14 +534,15 @@ def gru_grad_step(s, dy, dh, lengths, reverse, one, h_prev, gates, hw_n, dg_in, 
 
 @cuda.jit(device=True, inline=True)
 def activate(pre, relu, one):
-    return (pre if pre > 0 else one * 0) if relu else math.tanh(pre)
+    """act(pre); relu's NaN stays NaN, as np.maximum's."""
+    return (one * 0 if pre < 0 else pre) if relu else math.tanh(pre)
 
 
 @cuda.jit(device=True, inline=True)
 def activation_grad(d, v, relu, one):
-    """d * act'(pre) from the output v = act(pre)."""
+    """d * act'(pre) from the output v = act(pre) (a product: a NaN d stays NaN)."""
     if relu:
-        return d if v > 0 else one * 0
+        return d * (one if v > 0 else one * 0)
     return d * (one - v * v)
 
 

@@ -69,11 +69,18 @@ inline_jit = njit(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH
 # ------------------------------------------------------------------------- activations
 
 
+#: |x| from which the float32 tanh is exactly +-1 (src_kernels/gates.h: FASTRNN_TANH_ONE)
+TANH_ONE = 9.01
+
+
 def tanh(x):
     """tanh: exact in float64; in float32 a clamped rational approximation that vectorises.
 
     The float32 form is Eigen's (x * P(x^2) / Q(x^2), clamped at |x| = 7.905), at most ~3e-7
-    from the true value (~2 float32 ulps), far inside the float32 conformance bound.
+    from the true value (~2 float32 ulps), far inside the float32 conformance bound, and
+    exactly +-1 from |x| = TANH_ONE on, where float32's tanh rounds to 1: a saturated unit then
+    has a derivative of exactly 0 (the clamped form tops out at 0.99999976, whose derivative
+    4.8e-7 an input of 1e5 turns into a weight gradient of 0.05). NaN stays NaN.
     """
     return math.tanh(x)
 
@@ -89,9 +96,14 @@ def _tanh_overload(x):
         b0, b2, b4, b6 = np.float32(4.89352518554385e-03), np.float32(2.26843463243900e-03), \
             np.float32(1.18534705686654e-04), np.float32(1.19825839466702e-06)
         clamp = np.float32(7.90531110763549805)
+        one, saturated = np.float32(1.0), np.float32(TANH_ONE)
 
         def tanh_f32(x):
-            x = min(max(x, -clamp), clamp)
+            if x >= saturated:
+                return one
+            if x <= -saturated:
+                return -one
+            x = -clamp if x < -clamp else (clamp if x > clamp else x)  # NaN stays NaN
             x2 = x * x
             p = x2 * a13 + a11
             p = x2 * p + a9
@@ -170,15 +182,19 @@ def gru_row_grads(dh, dy, t, b, gates, hw_n, h_prev, dg_in, dg_rec, direct, one)
 
 @inline_jit
 def row_stats(v, one):
-    """(mean, 1/std) of a 1-d row for LayerNorm: two passes, so no cancellation."""
+    """(mean, 1/std) of a 1-d row for LayerNorm, in the row's dtype: two passes, so no
+    cancellation, summed in float64, so a float32 row of values up to 3e38 (squares past
+    float32's range) keeps its statistics (as the reference's and the Cython backend's)."""
     N = v.shape[0]
-    inv = one / N
-    mean = v.sum() * inv
-    var = one * 0
+    total = 0.0
+    for j in range(N):
+        total += v[j]
+    mean = total / N
+    var = 0.0
     for j in range(N):
         d = v[j] - mean
         var += d * d
-    return mean, one / math.sqrt(var * inv + cast_like(one, 1e-5))
+    return cast_like(one, mean), cast_like(one, 1.0 / math.sqrt(var / N + 1e-5))
 
 
 @inline_jit

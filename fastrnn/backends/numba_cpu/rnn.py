@@ -32,7 +32,7 @@ def forward(xw, w_hh, b_rec, w_hr, norms, h, c, active, reverse, training, relu,
         for b in range(n):
             for j in range(H):
                 pre = xw[t, b, j] + hw[b, j]
-                v = max(pre, zero) if relu else tanh(pre)
+                v = (zero if pre < zero else pre) if relu else tanh(pre)  # NaN stays
                 h[b, j] = v
                 h_new[k, b, j] = v
         y[t, :n] = h[:n]
@@ -58,7 +58,7 @@ def backward(dy, dh, dc, w_hh, w_hr, norms, active, reverse, relu, h_prev, buffe
                 d = dh[b, j] + dy[t, b, j]
                 v = h_new[t, b, j]
                 if relu:
-                    dg_in[t, b, j] = d if v > zero else zero
+                    dg_in[t, b, j] = d * (one if v > zero else zero)  # NaN d stays
                 else:
                     dg_in[t, b, j] = d * (one - v * v)
         matmul_w(dg_in[t], w_hh, dh, n)
