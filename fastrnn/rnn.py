@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import backends, cells, stack
-from .backends.contract import check_lengths
+from .backends.contract import check_flag, check_lengths
 
 State = np.ndarray | tuple[np.ndarray, np.ndarray]
 
@@ -78,8 +78,9 @@ def stack_spec(cell: str, input_size: int, hidden_size: int, num_layers: int = 1
     if dropout > 0 and num_layers == 1:
         warnings.warn("dropout acts between layers only, so it does nothing with "
                       f"num_layers=1 (got dropout={dropout})", stacklevel=4)
-    return stack.StackSpec(spec, input_size, hidden_size, num_layers, bool(bidirectional),
-                           proj_size, bool(bias), float(dropout))
+    return stack.StackSpec(spec, input_size, hidden_size, num_layers,
+                           check_flag(bidirectional, "bidirectional"), proj_size,
+                           check_flag(bias, "bias"), float(dropout))
 
 
 class RNNBase:
@@ -107,7 +108,7 @@ class RNNBase:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
-        self.batch_first = bool(batch_first)
+        self.batch_first = check_flag(batch_first, "batch_first")
         self.training = True
         self.backend = backend
         self._rng = np.random.default_rng(seed)

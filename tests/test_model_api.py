@@ -234,3 +234,27 @@ def test_model_api_products_split_over_the_cores_and_equal_numpy(dtype, shape):
                                   a.astype(np.int64) @ b.astype(np.int64))
     np.testing.assert_allclose(matmul(a[:, ::2], b[::2]), a[:, ::2] @ b[::2], rtol=tol,
                                atol=tol)
+
+
+@pytest.mark.parametrize("make,x", [
+    (lambda: nn.Linear(4, 3, seed=1), np.ones((2, 4), np.float32)),
+    (lambda: nn.LayerNorm(4), np.arange(8, dtype=np.float32).reshape(2, 4)),
+    (lambda: nn.Embedding(5, 3, seed=0), np.array([[1, 2, 1]])),
+    (lambda: nn.Recurrent("gru", 4, 3, seed=0), np.ones((2, 3, 4), np.float32)),
+    (lambda: nn.Sequential(nn.Linear(4, 3, seed=1), nn.Tanh()), np.ones((2, 4), np.float32)),
+])
+def test_a_second_backward_of_one_forward_raises_instead_of_doubling(make, x):
+    module = make()
+    y = module(x)
+    module.backward(np.ones_like(y))
+    grads = {name: g.copy() for name, _, g in module.named_parameters()}
+    with pytest.raises(RuntimeError, match="once per forward|already called"):
+        module.backward(np.ones_like(y))
+    for name, _, g in module.named_parameters():
+        np.testing.assert_array_equal(g, grads[name])
+
+
+def test_recurrent_refuses_a_2d_batch_it_would_read_as_one_sequence():
+    layer = nn.Recurrent("lstm", 4, 3)
+    with pytest.raises(ValueError, match=r"\(batch, time, features\), got shape \(2, 4\)"):
+        layer(np.ones((2, 4), np.float32))

@@ -74,6 +74,9 @@ def call(pb, **override):
     (dict(lengths=[1, 2, 3]), ValueError, r"lengths must have shape \(2,\)"),
     (dict(lengths=[1, 9]), ValueError, r"lengths must lie in \[0, 5\]"),
     (dict(lengths=np.array([1.5, 2])), TypeError, "lengths must hold integers"),
+    (dict(reverse="False"), TypeError, "reverse must be True or False, got str 'False'"),
+    (dict(reverse=1), TypeError, "reverse must be True or False, got int 1"),
+    (dict(training=None), TypeError, "training must be True or False"),
 ])
 def test_kernel_contract_rejects_bad_arguments(override, error, match):
     pb = make_problem("lstm", T=5, B=2, I=3, H=4, dtype=np.float32)

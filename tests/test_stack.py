@@ -226,6 +226,9 @@ def test_lstm_hx_must_be_a_pair_and_others_must_not():
     (dict(input_size=3, hidden_size=4, proj_size=4), "proj_size must be smaller"),
     (dict(input_size=3, hidden_size=4, dtype=np.int32), "dtype"),
     (dict(input_size=3, hidden_size=4, backend="nope"), "unknown backend 'nope'"),
+    (dict(input_size=3, hidden_size=4, bias="False"), "bias must be True or False"),
+    (dict(input_size=3, hidden_size=4, batch_first=1), "batch_first must be True or False"),
+    (dict(input_size=3, hidden_size=4, bidirectional="yes"), "bidirectional must be True"),
 ])
 def test_bad_constructor_arguments(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):

@@ -137,6 +137,14 @@ def _shape(value: Any) -> tuple[int, ...] | None:
     return None
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """A yes/no argument as a bool; anything but a bool (a NumPy bool too) is a TypeError:
+    bool("False") is True, so a string must never be read as a flag."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray | None:
     """lengths as an int64 array [B] with every entry in [0, T], or a clear error."""
     if lengths is None:
@@ -252,7 +260,7 @@ class Backend:
                 raise ValueError(f"{state}0 is required for {cell.name}")
             states.append(_array(given[state], f"{state}0", dtype, shape, dev))
         lengths = check_lengths(lengths, T, B)
-        reverse, training = bool(reverse), bool(training)
+        reverse, training = check_flag(reverse, "reverse"), check_flag(training, "training")
         y, states_n, saved = self.module.forward(cell, x, w_ih, w_hh, b_ih, b_hh, tuple(states),
                                                  w_hr, norms, lengths, reverse, training)
         ctx = KernelContext(self.name, cell, (T, B, Hp), shapes, dtype, saved) if training \

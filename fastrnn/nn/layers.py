@@ -44,7 +44,7 @@ class Linear(Module):
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        x = self._need(self._x, "its input")
+        x = self._take("_x", "its input")
         x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
         self.grads["weight"] += matmul(dy2, x2, trans_a=True)
         if "bias" in self.params:
@@ -75,7 +75,7 @@ class Embedding(Module):
         return self.params["weight"][ids]
 
     def backward(self, dy: np.ndarray) -> None:
-        ids = self._need(self._ids, "its input").reshape(-1)
+        ids = self._take("_ids", "its input").reshape(-1)
         if ids.size == 0:
             return None
         # Rows of dy summed per id: sorted, then one reduceat (np.add.at, which does the same
@@ -129,7 +129,7 @@ class LayerNorm(Module):
         return xhat * self.params["weight"] + self.params["bias"]
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        xhat, inv_std = self._need(self._cache, "its input")
+        xhat, inv_std = self._take("_cache", "its input")
         lead = tuple(range(dy.ndim - 1))
         self.grads["weight"] += (dy * xhat).sum(axis=lead)
         self.grads["bias"] += dy.sum(axis=lead)

@@ -106,3 +106,15 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}.backward() needs a forward() first "
                                f"({what} is missing)")
         return value
+
+    def _take(self, attr: str, what: str) -> Any:
+        """What forward kept in `attr`, for the one backward of that forward: a layer with
+        parameters frees it, so a second backward raises instead of adding the gradients
+        twice (as torch frees a graph after its backward)."""
+        value = getattr(self, attr)
+        if value is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() needs a forward() first, "
+                               f"and runs once per forward ({what} is missing: no forward, "
+                               "or its backward already ran)")
+        setattr(self, attr, None)
+        return value

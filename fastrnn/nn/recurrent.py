@@ -48,6 +48,10 @@ class Recurrent(Module):
         return self
 
     def forward(self, x: np.ndarray, lengths: Any = None) -> np.ndarray:
+        if np.ndim(x) != 3:  # the stack would read a 2-d (B, I) as one unbatched sequence
+            raise ValueError(f"Recurrent expects x of shape (batch, time, features), got "
+                             f"shape {np.shape(x)}: one sequence is x[None], one time step "
+                             "of a batch is x[:, None] (or step())")
         hx = None
         if self.stateful and self.state is not None:
             h = self.state[0] if isinstance(self.state, tuple) else self.state
