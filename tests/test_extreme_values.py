@@ -85,3 +85,71 @@ def test_extreme_inputs_give_the_references_answer(name, cell, case, dtype):
     expected = norm_grads(ref_g, pb)
     for field, got in norm_grads(grads, pb).items():
         assert_same(got, expected[field], dtype, f"{name} {field}")
+
+
+def _read_only(a):
+    if isinstance(a, tuple):
+        return tuple(_read_only(v) for v in a)
+    if a is None:
+        return None
+    a = a.copy()
+    a.setflags(write=False)
+    return a
+
+
+FIELDS = ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0", "w_hr", "norms", "dy", "dh_n",
+          "dc_n")
+
+
+@pytest.mark.parametrize("cell", list(cells.CELLS))
+@pytest.mark.parametrize("name", BACKENDS)
+def test_read_only_arrays_are_accepted_and_left_alone(name, cell):
+    """Every array argument read-only (np.load(mmap_mode='r'), np.frombuffer): the same
+    results as writable arrays, and the inputs unchanged."""
+    backend = backends.get(name)
+    if not getattr(backend.module, "supports", lambda _: True)(cells.get(cell)):
+        pytest.skip(f"{name} has no {cell} kernels")
+    pb = make_problem(cell, T=4, B=3, I=5, H=4, P=2 if cell == "lstm" else 0, seed=1)
+    want = backend.forward(*pb.args(), **pb.kwargs())
+    want_g = backend.backward(pb.dy, pb.dh_n, pb.dc_n, want.ctx)
+    for field in FIELDS:
+        setattr(pb, field, _read_only(getattr(pb, field)))
+    out = backend.forward(*pb.args(), **pb.kwargs())
+    g = backend.backward(pb.dy, pb.dh_n, pb.dc_n, out.ctx)
+    np.testing.assert_array_equal(out.y, want.y)
+    for field in GRAD_OF:
+        if getattr(g, field) is not None:
+            np.testing.assert_array_equal(getattr(g, field), getattr(want_g, field))
+
+
+def test_read_only_weights_and_inputs_through_layers_and_cells():
+    import fastrnn
+
+    x = _read_only(np.ones((5, 2, 3), np.float32))
+    for backend in BACKENDS:
+        m = fastrnn.GRU(3, 4, backend=backend, seed=0)
+        for p in m.params.values():
+            p.setflags(write=False)
+        y, _ = m(x)
+        m.backward(_read_only(np.ones_like(y)))
+        cell = fastrnn.LSTMCell(3, 4, backend=backend, seed=0)
+        for p in cell.params.values():
+            p.setflags(write=False)
+        h, c = cell(x[0], (_read_only(np.zeros((2, 4), np.float32)),) * 2)
+        cell.backward(_read_only(np.ones_like(h)), _read_only(np.ones_like(c)))
+
+
+@pytest.mark.parametrize("T,B", [(1, 1), (1, 3), (4, 1), (5, 20)])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_no_input_features_is_an_empty_product(name, T, B):
+    """I = 0: x @ w_ih^T is 0 (BLAS refuses a leading dimension of 0: nothing may come back
+    uninitialised), dx is empty, dw_ih has no columns."""
+    pb = make_problem("lstm", T=T, B=B, I=0, H=3, seed=2)
+    backend = backends.get(name)
+    ref = REF.forward(*pb.args(), **pb.kwargs())
+    ref_g = REF.backward(pb.dy, pb.dh_n, pb.dc_n, ref.ctx)
+    out = backend.forward(*pb.args(), **pb.kwargs())
+    g = backend.backward(pb.dy, pb.dh_n, pb.dc_n, out.ctx)
+    np.testing.assert_allclose(out.y, ref.y, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g.dw_hh, ref_g.dw_hh, rtol=1e-10, atol=1e-12)
+    assert g.dx.shape == (T, B, 0) and g.dw_ih.shape == (12, 0)

@@ -69,8 +69,9 @@ class KernelModule(Protocol):
     the LayerNorm cells' gains and shifts in ``cell.norms`` order (empty for other cells).
     A module without every cell says which it runs with ``supports(cell) -> bool``; a host
     module may offer a lean single step, ``step_forward`` / ``step_backward`` (the driver's).
-    Optional module attributes: ``RELEASES_GIL`` (calls may run on several threads at once) and
-    ``DEVICE_ARRAYS`` (GPU arrays are taken without a copy).
+    Optional module attributes: ``RELEASES_GIL`` (calls may run on several threads at once),
+    ``DEVICE_ARRAYS`` (GPU arrays are taken without a copy) and ``READS_READ_ONLY`` (False:
+    read-only arrays are copied before they reach the module).
     """
 
     def available(self) -> tuple[bool, str]: ...
@@ -175,6 +176,22 @@ class Backend:
         self.releases_gil = bool(getattr(module, "RELEASES_GIL", False))
         #: whether GPU arrays (__cuda_array_interface__) are accepted without a copy
         self.device_arrays = bool(getattr(module, "DEVICE_ARRAYS", False))
+        #: whether the kernels take read-only arrays (Cython's typed memoryviews do not)
+        self.reads_read_only = bool(getattr(module, "READS_READ_ONLY", True))
+
+    def _writable(self, *arrays: Any) -> tuple:
+        """The arrays as the kernels take them: for a module that cannot read read-only
+        buffers (np.load(mmap_mode='r'), np.frombuffer, a weight made read-only), such an
+        array is copied once; None, tuples of arrays and writable arrays pass unchanged."""
+        if self.reads_read_only:
+            return arrays
+
+        def own(a: Any) -> Any:
+            if isinstance(a, tuple):
+                return tuple(own(v) for v in a)
+            return a.copy() if isinstance(a, np.ndarray) and not a.flags.writeable else a
+
+        return tuple(own(a) for a in arrays)
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
@@ -261,7 +278,9 @@ class Backend:
             states.append(_array(given[state], f"{state}0", dtype, shape, dev))
         lengths = check_lengths(lengths, T, B)
         reverse, training = check_flag(reverse, "reverse"), check_flag(training, "training")
-        y, states_n, saved = self.module.forward(cell, x, w_ih, w_hh, b_ih, b_hh, tuple(states),
+        x, w_ih, w_hh, b_ih, b_hh, states, w_hr, norms = self._writable(
+            x, w_ih, w_hh, b_ih, b_hh, tuple(states), w_hr, norms)
+        y, states_n, saved = self.module.forward(cell, x, w_ih, w_hh, b_ih, b_hh, states,
                                                  w_hr, norms, lengths, reverse, training)
         ctx = KernelContext(self.name, cell, (T, B, Hp), shapes, dtype, saved) if training \
             else None
@@ -294,6 +313,7 @@ class Backend:
             np.zeros(shape, ctx.dtype) if given[state] is None
             else _array(given[state], f"d{state}_n", ctx.dtype, shape, dev)
             for state, shape in zip(cell.states, ctx.state_shapes, strict=True))
+        dy, dstates = self._writable(dy, dstates)
         dx, dstates0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dnorms = self.module.backward(
             cell, dy, dstates, ctx.saved)
         dc0 = dstates0[cell.states.index("c")] if "c" in cell.states else None
@@ -308,6 +328,8 @@ class Backend:
         (``step_forward`` of the driver), the others through :meth:`forward`."""
         step = getattr(self.module, "step_forward", None)
         if step is not None:
+            x, w_ih, w_hh, b_ih, b_hh, states, norms = self._writable(
+                x, w_ih, w_hh, b_ih, b_hh, states, norms)
             states_n, saved = step(cell, x, w_ih, w_hh, b_ih, b_hh, states, norms, training)
             return states_n, saved
         out = self.forward(cell, x[None], w_ih, w_hh, b_ih, b_hh, *states, norms=norms,
@@ -320,6 +342,7 @@ class Backend:
         if isinstance(ctx, KernelContext):
             g = self.backward(dh[None], None, dc, ctx)
             return g._replace(dx=g.dx[0])
+        dh, dc = self._writable(dh, dc)
         dx, dstates, dw_ih, dw_hh, db_ih, db_hh, dnorms = self.module.step_backward(
             cell, dh, dc, ctx)
         dc0 = dstates[1] if len(dstates) > 1 else None

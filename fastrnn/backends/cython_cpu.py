@@ -17,6 +17,8 @@ from .host import HostProducts
 
 #: The kernels release the GIL, so the stack may run directions concurrently.
 RELEASES_GIL = True
+#: Typed memoryviews refuse read-only buffers: the contract copies such an input once.
+READS_READ_ONLY = False
 
 try:
     from .._kernels import gru, ln_gru, ln_lstm, lstm, rnn, seq

@@ -252,7 +252,10 @@ def project(x, w, bias):
     G = w.shape[0]
     out = np.empty((T, B, G), x.dtype)
     flat = out.reshape(T * B, G)
-    np.dot(x.reshape(T * B, I), w.T, flat)
+    if I == 0:  # no input features: numba's np.dot refuses the empty inner dimension
+        flat[:] = 0
+    else:
+        np.dot(x.reshape(T * B, I), w.T, flat)
     if bias.size:
         for r in range(T * B):
             for j in range(G):
@@ -264,6 +267,8 @@ def project(x, w, bias):
 def matmul_tn(a, b):
     """a^T @ b over all leading rows: a [...,M], b [...,N] -> [M,N] (a weight gradient)."""
     M, N = a.shape[-1], b.shape[-1]
+    if M == 0 or N == 0:  # (a.size // M would divide by zero; np.dot refuses empty sides)
+        return np.zeros((M, N), a.dtype)
     return np.dot(a.reshape(a.size // M, M).T, b.reshape(b.size // N, N))
 
 
@@ -272,7 +277,8 @@ def matmul_nn(a, w):
     """a [T,B,G] @ w [G,I] -> [T,B,I] (the input gradient)."""
     T, B, G = a.shape
     out = np.empty((T, B, w.shape[1]), a.dtype)
-    np.dot(a.reshape(T * B, G), w, out.reshape(T * B, w.shape[1]))
+    if w.shape[1] > 0:  # (no input features: nothing to compute)
+        np.dot(a.reshape(T * B, G), w, out.reshape(T * B, w.shape[1]))
     return out
 
 
