@@ -15,6 +15,7 @@ for a module on a GPU), which reads and writes GPU memory in place.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -89,6 +90,16 @@ class TensorOps(stack.ArrayOps):
 
 
 _HOST = HostOps()
+
+
+#: torch.nn's module whose constructor checks the arguments of each fastrnn.torch module
+#: (the LayerNorm ones take their plain twin's): built on the meta device (no memory, no
+#: data), it raises what torch.nn raises, type and message, for the torch installed, and
+#: gives torch's warnings (dropout with one layer)
+_TORCH_TWIN = {"LayerNormLSTM": "LSTM", "LayerNormGRU": "GRU",
+               "layernorm_lstm": torch.nn.LSTMCell, "layernorm_gru": torch.nn.GRUCell,
+               "lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell,
+               "rnn_tanh": torch.nn.RNNCell, "rnn_relu": torch.nn.RNNCell}
 
 
 def _ops_for(device: torch.device) -> stack.ArrayOps:
@@ -187,12 +198,17 @@ class RNNBase(torch.nn.Module):
                  bidirectional: bool = False, proj_size: int = 0, device: Any = None,
                  dtype: Any = None, *, backend: str | None = None):
         super().__init__()
+        torch.nn.RNNBase(_TORCH_TWIN.get(mode, mode), input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, proj_size, device="meta")
         dtype = dtype or torch.get_default_dtype()
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         self.mode = mode
-        self._spec = stack_spec(cells.by_torch_mode(mode).name, input_size, hidden_size,
-                                num_layers, bias, dropout, bidirectional, proj_size)
+        with warnings.catch_warnings():  # torch's constructor gave its own
+            warnings.simplefilter("ignore", UserWarning)
+            self._spec = stack_spec(cells.by_torch_mode(mode).name, input_size, hidden_size,
+                                    num_layers, bias, dropout, bool(bidirectional),
+                                    proj_size)  # (torch takes any truthy bidirectional)
         self._backend_requested = backend
         self._backend = backends.get(backend)
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
@@ -301,6 +317,10 @@ class RNNBase(torch.nn.Module):
             unbatched = x.dim() == 2
             x = x.unsqueeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
             T, B = x.shape[0], x.shape[1]
+        if x.dtype != dtype:  # torch.nn's check_input, type and message
+            raise ValueError(f"RNN input dtype ({x.dtype}) does not match weight dtype "
+                             f"({dtype}). Convert input: input.to({dtype}), or convert model: "
+                             f"model.to({x.dtype})")
         self._check_tensor(x, "input", dtype, device)
         if x.shape[-1] != self.input_size:
             raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected "
@@ -481,13 +501,13 @@ class RNNCellBase(torch.nn.Module):
     def __init__(self, cell: str, input_size: int, hidden_size: int, bias: bool = True,
                  device: Any = None, dtype: Any = None, *, backend: str | None = None):
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        extra = {"nonlinearity": cell[4:]} if cell.startswith("rnn_") else {}
+        _TORCH_TWIN[cell](input_size, hidden_size, bias, **extra, device="meta")  # its checks
         dtype = dtype or torch.get_default_dtype()
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        self._spec = stack_spec(cell, input_size, hidden_size, 1, bias)
+        self._spec = stack_spec(cell, input_size, hidden_size, 1, bool(bias))  # (torch's
+        # cells take any truthy bias)
         self._backend = backends.get(backend)
         self.input_size, self.hidden_size, self.bias = int(input_size), int(hidden_size), bias
         self._args = {}

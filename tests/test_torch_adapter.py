@@ -228,7 +228,7 @@ def test_bad_input_gets_clear_errors():
         m(torch.randn(2, 3, 4, 3))
     with pytest.raises(RuntimeError, match="input_size. Expected 3, got 5"):
         m(torch.randn(2, 3, 5))
-    with pytest.raises(RuntimeError, match="dtype of the parameters"):
+    with pytest.raises(ValueError, match=r"RNN input dtype \(torch.float64\) does not match"):
         m(torch.randn(2, 3, 3, dtype=torch.float64))
     with pytest.raises(TypeError, match="tuple"):
         m(torch.randn(2, 3, 3), torch.zeros(1, 3, 4))
@@ -362,3 +362,59 @@ def test_distributed_data_parallel_two_processes(tmp_path, module):
     assert across_ranks == 0.0
     assert vs_single < 1e-6
     assert moved > 1e-3  # training did change the parameters
+
+
+def _torch_error_inputs():
+    """PyTorch's own bad inputs for its recurrent modules (ModuleInfo.module_error_inputs_func
+    of torch.testing's module_db): (class name, dtype, ErrorModuleInput)."""
+    from torch.testing._internal import common_modules as common  # (needs expecttest)
+
+    db = {info.name: info for info in common.module_db}
+    cases = []
+    for name in ("RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell"):
+        info = db[f"nn.{name}"]
+        for dtype in (torch.float32, torch.float64):
+            for error in info.module_error_inputs_func(info, device="cpu", dtype=dtype,
+                                                       requires_grad=False, training=True):
+                cases.append((name, dtype, error))
+    return cases
+
+
+def test_torchs_own_bad_inputs_raise_torchs_exception_types_and_messages():
+    """Every bad input of torch's module tests (14 per RNN/GRU/LSTM, 6/6/4 per cell, in
+    float32 and float64): fastrnn.torch's module raises the exception type torch raises, and
+    its message matches torch's test pattern."""
+    cases = _torch_error_inputs()
+    assert len(cases) >= 2 * (3 * 14 + 16)
+    failures = []
+    for name, dtype, error in cases:
+        module_input = error.module_error_input
+        args = module_input.constructor_input.args
+        kwargs = dict(module_input.constructor_input.kwargs)
+        kwargs.setdefault("dtype", dtype)
+        try:
+            module = getattr(ft, name)(*args, **kwargs)
+            forward = module_input.forward_input
+            if forward is not None:
+                module(*forward.args, **forward.kwargs)
+        except Exception as exc:  # noqa: BLE001  (the type is what is checked)
+            import re
+
+            if not isinstance(exc, error.error_type) or not re.search(error.error_regex,
+                                                                       str(exc)):
+                failures.append(f"{name}{args}{kwargs}: {type(exc).__name__}: {exc} "
+                                f"(torch: {error.error_type.__name__} /{error.error_regex}/)")
+        else:
+            failures.append(f"{name}{args}{kwargs}: no error (torch: "
+                            f"{error.error_type.__name__})")
+    assert not failures, f"{len(failures)} of {len(cases)}:\n" + "\n".join(failures)
+
+
+def test_arguments_torch_accepts_are_accepted_as_torch_reads_them():
+    """torch.nn reads bidirectional and a cell's bias by truthiness: so does the drop-in."""
+    assert ft.GRU(3, 4, bidirectional="yes").bidirectional
+    assert ft.GRUCell(3, 4, "relu").bias_ih is not None
+    assert ft.GRUCell(3, 4, 0).bias_ih is None
+    with pytest.warns(UserWarning, match="num_layers greater than 1"):  # torch's own warning
+        ft.LSTM(3, 4, dropout=0.5)
+
