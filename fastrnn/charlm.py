@@ -85,7 +85,7 @@ def unigram_entropy(ids: np.ndarray, vocab_size: int) -> float:
     """Entropy of the character frequencies, in nats per character (the no-context bound)."""
     p = np.bincount(ids, minlength=vocab_size) / len(ids)
     p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
+    return float(-(p * np.log(p)).sum()) + 0.0  # (+ 0.0: one character gives 0, not -0)
 
 
 @dataclass
@@ -126,10 +126,13 @@ def stream_batches(ids: np.ndarray, batch_size: int, seq_len: int):
 
 def train(text: str, cfg: Config | None = None, *, seq_len: int = 64, batch_size: int = 32,
           lr: float = 3e-3, epochs: int = 20, time_budget: float | None = None,
-          checkpoint: str | None = None, resume: bool = False, progress: bool = True,
-          backend: str | None = None, log: Callable[[str], None] | None = print):
+          checkpoint: str | None = None, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, backend: str | None = None,
+          log: Callable[[str], None] | None = print):
     """Train a char-LM on `text` (90% train, 10% validation). Returns (model, cfg, history,
-    unigram entropy of the training text in nats/char)."""
+    unigram entropy of the training text in nats/char). `checkpoint`, `resume`, `overwrite`:
+    as :func:`fastrnn.train.fit` (a checkpoint resumes only with the same config and
+    vocabulary)."""
     check_text(text)
     cfg = cfg or Config(vocab=Vocab.from_text(text).chars)
     vocab = Vocab(cfg.vocab)
@@ -144,7 +147,8 @@ def train(text: str, cfg: Config | None = None, *, seq_len: int = 64, batch_size
     sched = optim.ReduceLROnPlateau(opt, factor=0.5, patience=1)
     history = fit(model, nn.CrossEntropyLoss(), opt, lambda epoch: train_set,
                   val_batches=lambda: val_set, epochs=epochs, clip_norm=1.0, scheduler=sched,
-                  checkpoint=checkpoint, resume=resume, meta={"charlm": asdict(cfg)},
+                  checkpoint=checkpoint, resume=resume, overwrite=overwrite,
+                  meta={"charlm": asdict(cfg)},
                   time_budget=time_budget, progress=progress, unit="chars",
                   batches_per_epoch=len(train_set), log=log)
     return model, cfg, history, unigram_entropy(train_ids, len(vocab))
@@ -155,9 +159,12 @@ def load(path: str, backend: str | None = None) -> tuple[nn.Sequential, Config]:
     ckpt = load_checkpoint(path)
     if "charlm" not in ckpt["meta"]:
         raise ValueError(f"{path} is a fastrnn checkpoint but not of a char-LM")
-    cfg = Config(**ckpt["meta"]["charlm"])
-    model = build_model(cfg, backend)
-    restore(ckpt, model)
+    try:
+        cfg = Config(**ckpt["meta"]["charlm"])
+        model = build_model(cfg, backend)
+        restore(ckpt, model)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path} is a damaged char-LM checkpoint: {exc}") from exc
     return model, cfg
 
 
@@ -176,7 +183,8 @@ def sample(model: nn.Sequential, vocab: Config | Vocab | str, prime: str = "\n",
            length: int = 300, temperature: float = 1.0, top_k: int | None = None,
            seed: int | None = None) -> str:
     """Generate `length` characters after `prime`, sampling softmax(logits / temperature),
-    optionally among the `top_k` likeliest characters only.
+    optionally among the `top_k` likeliest characters only. An empty `prime` starts from a
+    newline (from the vocabulary's first character in a corpus without one).
 
     `model`: Embedding -> Recurrent (unidirectional) -> layers that map [B,T,H] to logits
     [B,T,V] (build_model's, or any such Sequential); `vocab`: its vocabulary (a Config, a
@@ -206,7 +214,8 @@ def sample(model: nn.Sequential, vocab: Config | Vocab | str, prime: str = "\n",
     model.eval()
     try:
         state = None
-        for i in vocab.encode(prime or "\n"):
+        start = prime or ("\n" if "\n" in vocab.index else vocab.chars[0])
+        for i in vocab.encode(start):
             y, state = recurrent.step(embedding[i:i + 1], state)
         out = []
         for _ in range(length):
@@ -228,8 +237,8 @@ def sample(model: nn.Sequential, vocab: Config | Vocab | str, prime: str = "\n",
 
 
 def demo(minutes: float = 2.0, cfg_overrides: dict | None = None, *, progress: bool = True,
-         checkpoint: str | None = None, backend: str | None = None, seed: int = 0,
-         log: Callable[[str], None] = print) -> dict[str, Any]:
+         checkpoint: str | None = None, overwrite: bool = False, backend: str | None = None,
+         seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train on the default corpus for about `minutes`, then print samples at temperatures
     0.2, 0.5, 1.0 and 1.2. Returns the numbers it printed."""
     text = default_corpus()
@@ -240,8 +249,8 @@ def demo(minutes: float = 2.0, cfg_overrides: dict | None = None, *, progress: b
         f"budget {minutes:g} min")
     t0 = time.perf_counter()
     model, cfg, history, h_unigram = train(text, cfg, time_budget=minutes * 60,
-                                           checkpoint=checkpoint, progress=progress,
-                                           backend=backend, log=log)
+                                           checkpoint=checkpoint, overwrite=overwrite,
+                                           progress=progress, backend=backend, log=log)
     val = history.val_loss[-1]
     log(f"\nvalidation loss {val:.3f} nats/char ({val / math.log(2):.2f} bits) vs unigram "
         f"entropy {h_unigram:.3f} nats/char ({h_unigram / math.log(2):.2f} bits), "

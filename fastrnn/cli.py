@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 
 from . import cells
@@ -108,14 +109,21 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+def _int_from(minimum: int):
+    """An argparse type: an integer >= minimum, or an error naming the flag."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int, _nonnegative_int = _int_from(1), _int_from(0)
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -125,7 +133,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embed", type=_positive_int, default=48)
     p.add_argument("--dropout", type=float, default=0.0, help="between layers (needs --layers > 1)")
     p.add_argument("--backend", help="kernel backend (default: the fastest available)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -141,28 +149,45 @@ def _config(args: argparse.Namespace, vocab: str):
 def _demo(args: argparse.Namespace) -> int:
     from . import charlm
 
+    _refuse_to_replace(args.checkpoint, False, args.force)
     cfg = _config(args, "")
     overrides = {k: getattr(cfg, k) for k in ("cell", "hidden", "layers", "embed", "dropout")}
     charlm.demo(args.minutes, overrides, progress=not args.no_progress,
-                checkpoint=args.checkpoint, backend=args.backend, seed=args.seed)
+                checkpoint=args.checkpoint, overwrite=args.force, backend=args.backend,
+                seed=args.seed)
     if args.checkpoint:
         print(f"\nsaved {args.checkpoint}; sample more with: fastrnn generate --checkpoint "
               f"{args.checkpoint}")
     return 0
 
 
+def _refuse_to_replace(path: str | None, resume: bool, force: bool) -> None:
+    """The CLI's words for fit's rule: an existing file is resumed or replaced on request."""
+    if path and os.path.exists(path) and not (resume or force):
+        raise FileExistsError(f"{path} exists: --resume continues that run, --force replaces "
+                              "the file (never done without it)")
+
+
 def _train(args: argparse.Namespace) -> int:
     from . import charlm
 
+    _refuse_to_replace(args.checkpoint, args.resume, args.force)
     text = charlm.read_text(args.text)
     cfg = _config(args, charlm.Vocab.from_text(text).chars)
     _, cfg, history, h_unigram = charlm.train(
         text, cfg, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr,
         epochs=args.epochs, time_budget=args.minutes * 60 if args.minutes else None,
-        checkpoint=args.checkpoint, resume=args.resume, progress=not args.no_progress,
-        backend=args.backend)
-    print(f"validation loss {history.val_loss[-1]:.3f} nats/char, unigram entropy "
-          f"{h_unigram:.3f}; saved {args.checkpoint}")
+        checkpoint=args.checkpoint, resume=args.resume, overwrite=args.force,
+        progress=not args.no_progress, backend=args.backend)
+    val, uniform = history.val_loss[-1], math.log(len(cfg.vocab))
+    print(f"validation loss {val:.3f} nats/char, unigram entropy {h_unigram:.3f}; saved "
+          f"{args.checkpoint}")
+    if len(cfg.vocab) > 1 and not val < uniform:
+        print(f"fastrnn train: error: the run diverged or did not learn: validation loss "
+              f"{val:.4g} nats/char is no better than guessing uniformly among "
+              f"{len(cfg.vocab)} characters ({uniform:.3f}); lower --lr or train longer",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -223,13 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--minutes", type=_positive_float, default=2.0,
                       help="training budget (default 2)")
     demo.add_argument("--checkpoint", help="also save the model here")
+    demo.add_argument("--force", action="store_true",
+                      help="replace whatever file is at --checkpoint (never done without it)")
     _model_options(demo)
     demo.set_defaults(run=_demo)
 
     train = sub.add_parser("train", help="train a char-level language model on a text file")
     train.add_argument("--text", required=True, help="a UTF-8 text file")
     train.add_argument("--checkpoint", default="charlm.npz", help="where to save (each epoch)")
-    train.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from --checkpoint (a checkpoint of the same settings "
+                            "and corpus)")
+    train.add_argument("--force", action="store_true",
+                       help="replace whatever file is at --checkpoint (never done without it)")
     train.add_argument("--epochs", type=_positive_int, default=20)
     train.add_argument("--minutes", type=_positive_float, help="stop after this long")
     train.add_argument("--seq-len", type=_positive_int, default=64)
@@ -244,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prime", default="The ")
     gen.add_argument("--length", type=_positive_int, default=300)
     gen.add_argument("--top-k", type=_positive_int)
-    gen.add_argument("--seed", type=int)
+    gen.add_argument("--seed", type=_nonnegative_int)
     gen.add_argument("--backend")
     gen.set_defaults(run=_generate)
     return parser
@@ -260,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except (ValueError, TypeError, OSError, KeyError, FloatingPointError, ImportError) as exc:
         print(f"fastrnn {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"fastrnn {args.command}: error: not enough memory for this model and batch "
+              "(a smaller --hidden, --layers or --batch-size needs less)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"fastrnn {args.command}: interrupted", file=sys.stderr)

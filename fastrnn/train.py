@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import save_figure, write_bytes
+from .atomic import check_writable, save_figure, write_bytes
 from .nn.module import Module
 from .optim.clip import clip_grad_norm
 from .optim.optimizers import Optimizer
@@ -96,11 +96,21 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
+    except Exception as exc:  # a text file, random bytes, a truncated archive
+        raise ValueError(f"{path} is not a fastrnn checkpoint: not a readable .npz archive "
+                         f"({type(exc).__name__})") from exc
+    if not isinstance(arrays, dict) or "info" not in arrays:
+        raise ValueError(f"{path} is not a fastrnn checkpoint: no 'info' entry")
+    try:
         info = json.loads(str(arrays.pop("info")))
-    except Exception as exc:
-        raise ValueError(f"{path} is not a readable fastrnn checkpoint ({exc})") from exc
-    if info.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a fastrnn checkpoint (format {info.get('format')!r})")
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a fastrnn checkpoint: its 'info' is not JSON") from exc
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        found = info.get("format") if isinstance(info, dict) else type(info).__name__
+        raise ValueError(f"{path} is not a fastrnn checkpoint (format {found!r}, expected "
+                         f"{FORMAT!r})")
+    if not isinstance(info.get("rngs"), list) or not isinstance(info.get("meta"), dict):
+        raise ValueError(f"{path} is a damaged fastrnn checkpoint: 'rngs' or 'meta' missing")
     params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
     optimizer = None
     if "optimizer" in info:
@@ -160,7 +170,7 @@ def fit(model: Module, loss_fn: Any, optimizer: Optimizer,
         val_batches: Callable[[], Iterable[Batch]] | None = None, epochs: int = 10,
         clip_norm: float | None = None, scheduler: Any = None,
         early_stopping: int | None = None, checkpoint: str | None = None,
-        resume: bool = False, meta: dict[str, Any] | None = None,
+        resume: bool = False, overwrite: bool = False, meta: dict[str, Any] | None = None,
         time_budget: float | None = None, progress: bool = True, unit: str = "samples",
         batches_per_epoch: int | None = None,
         log: Callable[[str], None] | None = print) -> History:
@@ -170,12 +180,21 @@ def fit(model: Module, loss_fn: Any, optimizer: Optimizer,
     Each epoch ends with validation (when given), the schedule's step, early stopping
     (`early_stopping` epochs without a better validation loss) and a checkpoint (when a path
     is given; `meta` is stored in it). ``resume=True`` continues from `checkpoint` if it
-    exists. `time_budget` (seconds) stops training after the batch that exceeds it. `unit`
-    names what the progress bar counts per second (the targets' elements).
+    exists, and only a checkpoint of this run (its stored `meta` equal to `meta`). An existing
+    file at `checkpoint` is never replaced otherwise unless ``overwrite=True``, and the path is
+    checked writable before the first epoch. `time_budget` (seconds) stops training after the
+    batch that exceeds it. `unit` names what the progress bar counts per second (the targets'
+    elements).
     """
     history, start_epoch, best, stale = History(), 0, math.inf, 0
+    if checkpoint:
+        if os.path.exists(checkpoint) and not (resume or overwrite):
+            raise FileExistsError(f"{checkpoint} exists: resume=True continues it, "
+                                  "overwrite=True replaces it (never done silently)")
+        check_writable(checkpoint)
     if resume and checkpoint and os.path.exists(checkpoint):
         ckpt = load_checkpoint(checkpoint)
+        _check_same_run(ckpt["meta"], meta or {}, checkpoint)
         restore(ckpt, model, optimizer, scheduler)
         state = ckpt["meta"]["_fit"]
         history = History(**state["history"])
@@ -231,6 +250,23 @@ def fit(model: Module, loss_fn: Any, optimizer: Optimizer,
         if out_of_time or (early_stopping is not None and stale >= early_stopping):
             break
     return history
+
+
+def _check_same_run(stored: dict[str, Any], meta: dict[str, Any], path: str) -> None:
+    """A checkpoint resumes only the run that wrote it: every entry of this run's `meta` must
+    be in the checkpoint's, unchanged (a char-LM's vocabulary: another corpus would remap the
+    characters)."""
+    meta = json.loads(json.dumps(meta))  # as stored (tuples become lists)
+    for key, value in meta.items():
+        if stored.get(key) != value:
+            detail = ""
+            if isinstance(value, dict) and isinstance(stored.get(key), dict):
+                detail = ": " + ", ".join(
+                    k for k in sorted(value.keys() | stored[key].keys())
+                    if value.get(k) != stored[key].get(k)) + " differ"
+            raise ValueError(f"{path} is a checkpoint of another run ({key}{detail}); "
+                             "resume it with the settings and data that wrote it, or start "
+                             "a new run at another path")
 
 
 def _needs_metric(scheduler: Any) -> bool:

@@ -4,6 +4,8 @@ train/generate/demo commands with bad input, and the examples at a small size.""
 import importlib.util
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +89,7 @@ def test_checkpoint_is_atomic_and_corruption_is_detected(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # and no temp file is left
     assert load_checkpoint(path)["meta"] == {"note": "first"}
     Path(path).write_bytes(before[: len(before) // 2])
-    with pytest.raises(ValueError, match="not a readable fastrnn checkpoint"):
+    with pytest.raises(ValueError, match="not a fastrnn checkpoint: not a readable .npz"):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(str(tmp_path / "missing.npz"))
@@ -191,7 +193,7 @@ def test_cli_train_generate_and_errors(tmp_path, capsys):
         (["train", "--text", str(tmp_path / "nope.txt")], "cannot read"),
         (["train", "--text", str(binary)], "binary"),
         (["train", "--text", str(empty)], "empty"),
-        (["generate", "--checkpoint", str(bad)], "not a readable fastrnn checkpoint"),
+        (["generate", "--checkpoint", str(bad)], "not a fastrnn checkpoint"),
         (["generate", "--checkpoint", str(ckpt), "--prime", "\u2603"], "not in the vocab"),
     ]:
         assert main(argv) == 1, argv
@@ -200,6 +202,111 @@ def test_cli_train_generate_and_errors(tmp_path, capsys):
         main(["generate", "--checkpoint", str(ckpt), "--temperature", "nan"])
     assert exc.value.code == 2
     assert "positive number" in capsys.readouterr().err
+
+
+def _train_argv(text, ckpt, *extra):
+    return ["train", "--text", str(text), "--epochs", "1", "--hidden", "16", "--embed", "8",
+            "--checkpoint", str(ckpt), "--no-progress", *extra]
+
+
+def test_cli_never_destroys_a_file_it_did_not_write(tmp_path, capsys):
+    """--checkpoint on the corpus, a rerun without --resume, --resume on another corpus: each
+    refused with the flag to use, and the file left byte for byte; --force replaces."""
+    corpus = charlm.default_corpus()
+    text, other = tmp_path / "t.txt", tmp_path / "o.txt"
+    text.write_text(corpus[:20000])
+    other.write_text(corpus[20000:40000])
+    ckpt = tmp_path / "c.npz"
+    before = text.read_bytes()
+    assert main(_train_argv(text, text)) == 1
+    assert "--force replaces" in capsys.readouterr().err and text.read_bytes() == before
+    assert main(_train_argv(text, ckpt)) == 0
+    first = ckpt.read_bytes()
+    assert main(_train_argv(text, ckpt)) == 1
+    assert "--resume continues" in capsys.readouterr().err and ckpt.read_bytes() == first
+    assert main(_train_argv(other, ckpt, "--resume")) == 1
+    assert "another run (charlm: vocab differ)" in capsys.readouterr().err
+    assert ckpt.read_bytes() == first
+    assert main(_train_argv(text, ckpt, "--resume", "--seed", "3")) == 1
+    assert "seed differ" in capsys.readouterr().err
+    assert main(_train_argv(text, ckpt, "--force")) == 0
+    assert main(_train_argv(text, tmp_path / "missing" / "c.npz")) == 1
+    assert "cannot write" in capsys.readouterr().err
+    assert main(["demo", "--minutes", "0.01", "--hidden", "8", "--embed", "4",
+                 "--no-progress", "--checkpoint", str(text)]) == 1
+    assert "--force replaces" in capsys.readouterr().err and text.read_bytes() == before
+
+
+def test_fit_refuses_to_replace_and_checks_writability_first(tmp_path):
+    from fastrnn.train import fit
+
+    model = nn.Sequential(nn.Linear(2, 1, seed=0))
+    batches = [(np.ones((4, 2), np.float32), np.zeros((4, 1), np.float32))]
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    with pytest.raises(FileExistsError, match="overwrite=True replaces it"):
+        fit(model, nn.MSELoss(), optim.SGD(model, lr=0.1), lambda e: batches, epochs=1,
+            checkpoint=str(path), progress=False, log=None)
+    assert path.read_text() == "mine"
+    with pytest.raises(IsADirectoryError):  # found before the first epoch
+        fit(model, nn.MSELoss(), optim.SGD(model, lr=0.1), lambda e: 1 / 0, epochs=1,
+            checkpoint=str(tmp_path), overwrite=True, progress=False, log=None)
+
+
+def test_killed_writers_temporaries_are_removed_at_the_next_write(tmp_path):
+    from fastrnn.atomic import write_bytes
+
+    target = tmp_path / "c.npz"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".c.npz.{dead}.tmp"
+    stale.write_bytes(b"half")
+    alive = tmp_path / f".c.npz.{os.getppid()}.tmp"  # a live process's: left alone
+    alive.write_bytes(b"busy")
+    other = tmp_path / f".d.npz.{dead}.tmp"  # another file's: left alone
+    other.write_bytes(b"x")
+    write_bytes(str(target), b"new")
+    assert target.read_bytes() == b"new" and not stale.exists()
+    assert alive.exists() and other.exists()
+
+
+def test_cli_messages_for_bad_files_and_flags(tmp_path, capsys):
+    import json
+
+    text = tmp_path / "t.txt"
+    text.write_text(charlm.default_corpus()[:20000])
+    random_bytes = tmp_path / "r.bin"
+    random_bytes.write_bytes(os.urandom(2000))
+    no_info = tmp_path / "a.npz"
+    np.savez(no_info, a=np.ones(2))
+    not_dict = tmp_path / "b.npz"
+    np.savez(not_dict, info=np.array(json.dumps([1])))
+    bad_cfg = tmp_path / "d.npz"
+    np.savez(bad_cfg, info=np.array(json.dumps({"format": "fastrnn-checkpoint-1", "rngs": [],
+                                                "meta": {"charlm": {"vocab": "ab", "x": 1}}})))
+    for path, message in [(text, "not a readable .npz archive"),
+                          (random_bytes, "not a readable .npz archive"),
+                          (no_info, "no 'info' entry"), (not_dict, "format 'list'"),
+                          (bad_cfg, "damaged char-LM checkpoint")]:
+        assert main(["generate", "--checkpoint", str(path)]) == 1, path
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--text", str(text), "--seed", "-1"])
+    assert exc.value.code == 2 and "argument --seed" in capsys.readouterr().err
+    assert main(_train_argv(text, tmp_path / "lr.npz", "--lr", "1e9")) == 1
+    assert "diverged or did not learn" in capsys.readouterr().err
+    assert main(_train_argv(text, tmp_path / "m.npz", "--hidden", "3000000")) == 1
+    assert "not enough memory" in capsys.readouterr().err
+    one = tmp_path / "one.txt"
+    one.write_text("a" * 3000)
+    assert main(_train_argv(one, tmp_path / "one.npz")) == 0
+    assert "entropy 0.000" in capsys.readouterr().out
+    no_newline = tmp_path / "n.txt"
+    no_newline.write_text("abc def " * 1500)
+    assert main(_train_argv(no_newline, tmp_path / "n.npz")) == 0
+    assert main(["generate", "--checkpoint", str(tmp_path / "n.npz"), "--prime", "",
+                 "--length", "10"]) == 0
 
 
 def test_cli_demo_runs_end_to_end(capsys):
