@@ -258,3 +258,35 @@ def test_recurrent_refuses_a_2d_batch_it_would_read_as_one_sequence():
     layer = nn.Recurrent("lstm", 4, 3)
     with pytest.raises(ValueError, match=r"\(batch, time, features\), got shape \(2, 4\)"):
         layer(np.ones((2, 4), np.float32))
+
+
+@pytest.mark.parametrize("output", ["sequence", "last"])
+def test_recurrent_takes_an_initial_state_and_returns_its_gradient(output):
+    """Recurrent.forward(x, hx=...) equals the stack with that h0, and dhx after backward
+    matches finite differences (float64)."""
+    layer = nn.Recurrent("lstm", 3, 4, 2, output=output, dtype=np.float64, seed=0)
+    x = RNG.standard_normal((2, 5, 3))
+    h0, c0 = RNG.standard_normal((2, 2, 4)), RNG.standard_normal((2, 2, 4))
+    y = layer(x, hx=(h0, c0))
+    w = RNG.standard_normal(y.shape)
+    layer.backward(w)
+    dh0, dc0 = layer.dhx
+
+    def loss():
+        return float(np.sum(layer(x, hx=(h0, c0)) * w))
+
+    np.testing.assert_allclose(dh0, numeric_grad(loss, h0), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dc0, numeric_grad(loss, c0), rtol=1e-6, atol=1e-8)
+    layer(x)
+    layer.backward(w)
+    assert layer.dhx is None
+
+
+def test_linear_starts_as_torch_nn_linear_does():
+    """init_="torch" (the default): weight and bias ~ U(-1/sqrt(in), 1/sqrt(in))."""
+    layer = nn.Linear(400, 300, seed=0)
+    bound = 1 / math.sqrt(400)
+    for p in (layer.params["weight"], layer.params["bias"]):
+        assert np.abs(p).max() <= bound and np.abs(p).max() > 0.95 * bound
+    assert abs(layer.params["weight"].std() - bound / math.sqrt(3)) < 0.01 * bound
+    assert not nn.Linear(4, 3, init_="xavier", seed=0).params["bias"].any()

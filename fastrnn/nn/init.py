@@ -22,6 +22,15 @@ def xavier_uniform(shape: tuple[int, ...], rng: np.random.Generator, gain: float
     return rng.uniform(-a, a, size=shape).astype(dtype)
 
 
+def torch_linear(shape: tuple[int, ...], rng: np.random.Generator,
+                 dtype=np.float32) -> np.ndarray:
+    """torch.nn.Linear's default (kaiming_uniform_ with a = sqrt(5)): U(-b, b),
+    b = 1 / sqrt(fan_in); its bias takes the same bound."""
+    fan_in, _ = _fans(shape)
+    b = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    return rng.uniform(-b, b, size=shape).astype(dtype)
+
+
 def kaiming_uniform(shape: tuple[int, ...], rng: np.random.Generator,
                     nonlinearity: str = "relu", dtype=np.float32) -> np.ndarray:
     """He: U(-b, b), b = gain * sqrt(3 / fan_in), gain sqrt(2) for relu, 1 for linear."""

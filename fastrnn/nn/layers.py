@@ -15,21 +15,24 @@ from .module import Module
 class Linear(Module):
     """y = x @ weight^T + bias; x [..., in_features] -> y [..., out_features].
 
-    weight [out, in] ~ Xavier uniform, bias zeros (or "kaiming"/"orthogonal" via `init_`).
+    init_ "torch" (the default): torch.nn.Linear's, weight and bias ~ U(-1/sqrt(in),
+    1/sqrt(in)), so a model ported from torch starts alike; "xavier", "kaiming" or
+    "orthogonal": that weight init and a zero bias.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 init_: str = "xavier", dtype=np.float32, seed: int | None = None):
+                 init_: str = "torch", dtype=np.float32, seed: int | None = None):
         super().__init__()
         rng = np.random.default_rng(seed)
         shape = (out_features, in_features)
-        makers = {"xavier": init.xavier_uniform, "kaiming": init.kaiming_uniform,
-                  "orthogonal": init.orthogonal}
+        makers = {"torch": init.torch_linear, "xavier": init.xavier_uniform,
+                  "kaiming": init.kaiming_uniform, "orthogonal": init.orthogonal}
         if init_ not in makers:
             raise ValueError(f"init_ must be one of {sorted(makers)}, got {init_!r}")
         self.add_param("weight", makers[init_](shape, rng, dtype=dtype))
         if bias:
-            self.add_param("bias", np.zeros(out_features, dtype))
+            bound = 1.0 / np.sqrt(in_features) if init_ == "torch" and in_features else 0.0
+            self.add_param("bias", rng.uniform(-bound, bound, out_features).astype(dtype))
         self._x: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:

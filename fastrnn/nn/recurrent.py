@@ -32,7 +32,9 @@ class Recurrent(Module):
         self.params, self.grads = self.stack.params, self.stack.grads
         self.output, self.stateful = output, stateful
         self.state: Any = None
+        self.dhx: Any = None
         self._shape: tuple | None = None
+        self._given_hx = False
 
     def reset_state(self) -> None:
         self.state = None
@@ -47,13 +49,16 @@ class Recurrent(Module):
         self.stack.train(mode)
         return self
 
-    def forward(self, x: np.ndarray, lengths: Any = None) -> np.ndarray:
+    def forward(self, x: np.ndarray, lengths: Any = None, hx: Any = None) -> np.ndarray:
+        """x [B,T,I] -> y; `hx`: the initial state as the stack takes it ((L*D, B, H); LSTM:
+        (h0, c0)), None for zeros or, when stateful, the carried state. After backward, the
+        gradient reaching `hx` is in ``self.dhx`` (None when hx was not given)."""
         if np.ndim(x) != 3:  # the stack would read a 2-d (B, I) as one unbatched sequence
             raise ValueError(f"Recurrent expects x of shape (batch, time, features), got "
                              f"shape {np.shape(x)}: one sequence is x[None], one time step "
                              "of a batch is x[:, None] (or step())")
-        hx = None
-        if self.stateful and self.state is not None:
+        self._given_hx = hx is not None
+        if hx is None and self.stateful and self.state is not None:
             h = self.state[0] if isinstance(self.state, tuple) else self.state
             hx = self.state if h.shape[1] == x.shape[0] else None
         y, h_n = self.stack(x, hx, lengths)
@@ -76,9 +81,12 @@ class Recurrent(Module):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         y_shape, h_shape = self._need(self._shape, "its input")
         if self.output == "sequence":
-            return self.stack.backward(dy)[0]
-        D, Hout = self.stack.num_directions, self.stack.output_size
-        dh = np.zeros(h_shape, dy.dtype)
-        for d in range(D):
-            dh[h_shape[0] - D + d] = dy[:, d * Hout:(d + 1) * Hout]
-        return self.stack.backward(np.zeros(y_shape, dy.dtype), dh)[0]
+            dx, dhx = self.stack.backward(dy)
+        else:
+            D, Hout = self.stack.num_directions, self.stack.output_size
+            dh = np.zeros(h_shape, dy.dtype)
+            for d in range(D):
+                dh[h_shape[0] - D + d] = dy[:, d * Hout:(d + 1) * Hout]
+            dx, dhx = self.stack.backward(np.zeros(y_shape, dy.dtype), dh)
+        self.dhx = dhx if self._given_hx else None
+        return dx
