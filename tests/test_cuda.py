@@ -145,3 +145,14 @@ def test_cells_run_on_it_through_the_layer_path():
         cell.backward(dh + dh1, dc1)
     for name in ref.grads:
         np.testing.assert_allclose(gpu.grads[name], ref.grads[name], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["x nan", "x scaled 1e5", "h0 +inf", "x 1e30"])
+@pytest.mark.parametrize("cell", ["rnn_relu", "lstm", "layernorm_lstm", "layernorm_gru"])
+def test_extreme_inputs_give_the_references_answer(cell, case):
+    """tests/test_extreme_values.py's cases on the CUDA backend (float32: saturation, NaN,
+    LayerNorm statistics of huge rows)."""
+    from .test_extreme_values import check_extreme
+
+    check_extreme("cuda", cell, case, np.float32)
+

@@ -65,6 +65,12 @@ def assert_same(out, ref, dtype, what):
 @pytest.mark.parametrize("cell", list(cells.CELLS))
 @pytest.mark.parametrize("name", BACKENDS)
 def test_extreme_inputs_give_the_references_answer(name, cell, case, dtype):
+    check_extreme(name, cell, case, dtype)
+
+
+def check_extreme(name, cell, case, dtype):
+    """One backend, cell, case of CASES and dtype against the reference (tests/test_cuda.py
+    runs it for the CUDA backend in the simulator)."""
     backend = backends.get(name)
     if not getattr(backend.module, "supports", lambda _: True)(cells.get(cell)):
         pytest.skip(f"{name} has no {cell} kernels")

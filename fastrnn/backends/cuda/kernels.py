@@ -35,7 +35,10 @@ TILE = 4 if config.ENABLE_CUDASIM else 16
 
 @cuda.jit(device=True, inline=True)
 def sigmoid(x, one):
-    return one / (one + math.exp(-x))
+    """1 / (1 + exp(-x)) as 0.5 + 0.5 tanh(x / 2), as the CPU backends: no exp to overflow
+    (numba's CUDA simulator raises OverflowError there; a GPU gives inf, then 0)."""
+    half = one / (one + one)  # 0.5 in the dtype of one (a literal would be float64)
+    return half + half * math.tanh(half * x)
 
 
 @cuda.jit(device=True, inline=True)

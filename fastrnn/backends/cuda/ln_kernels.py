@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from numba import cuda
+from numba import cuda, float64
 
 from ...cells import LAYER_NORM_EPS
 from .kernels import gru_unit, gru_unit_grads, sigmoid, step_of
@@ -50,23 +50,25 @@ def block_sum(value, red):
 
 @cuda.jit(device=True, inline=True)
 def row_stats(v, r, N, red, one):
-    """(mean, 1/std) of row r of v [R,N] over the block: two passes, no cancellation."""
-    part = one * 0
+    """(mean, 1/std) of row r of v [R,N] over the block, in v's dtype: two passes, so no
+    cancellation, summed in float64 (red: float64 scratch), so a float32 row of values up to
+    3e38 (squares past float32's range) keeps its statistics, as on the CPU backends."""
+    part = 0.0
     for j in range(cuda.threadIdx.x, N, cuda.blockDim.x):
         part += v[r, j]
     mean = block_sum(part, red) / N
-    part = one * 0
+    part = 0.0
     for j in range(cuda.threadIdx.x, N, cuda.blockDim.x):
         d = v[r, j] - mean
         part += d * d
-    return mean, one / math.sqrt(block_sum(part, red) / N + one * LAYER_NORM_EPS)
+    return mean, 1.0 / math.sqrt(block_sum(part, red) / N + LAYER_NORM_EPS)
 
 
 @cuda.jit
 def row_norm(a, gain, shift1, has1, shift2, has2, one, out, hat, rstd):
     """Block r: hat[r] = norm(a[r]), out[r] = gain * hat[r] (+ shift1) (+ shift2), rstd[r, 0]
     = 1/std. a, out, hat [R,N]; rstd [R,1]."""
-    red = cuda.shared.array(MAX_THREADS, dtype=a.dtype)
+    red = cuda.shared.array(MAX_THREADS, dtype=float64)  # statistics in float64
     r, N = cuda.blockIdx.x, a.shape[1]
     mean, s = row_stats(a, r, N, red, one)
     for j in range(cuda.threadIdx.x, N, cuda.blockDim.x):
@@ -118,7 +120,7 @@ def ln_lstm_step(s, xw, hw, g_hh, g_c, b_c, h, c, lengths, reverse, training, on
                  y, h_next, h_prev, gates, c_prev, hw_hat, c_hat, tanh_c, rstd):
     """Step s of sequence b = block: hw [B,4H] holds h @ w_hh.T; normalised, scaled by g_hh
     and added to xw[t] (biases included), then the gates, c in place, c's norm and h_next."""
-    red = cuda.shared.array(MAX_THREADS, dtype=h.dtype)
+    red = cuda.shared.array(MAX_THREADS, dtype=float64)  # statistics in float64
     b, j0, NT = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
     H = c.shape[1]
     n = lengths[b]
@@ -128,7 +130,7 @@ def ln_lstm_step(s, xw, hw, g_hh, g_c, b_c, h, c, lengths, reverse, training, on
         return
     t = step_of(s, n, reverse)
     mean, r = row_stats(hw, b, 4 * H, red, one)
-    part = one * 0
+    part = 0.0  # c's statistics in float64 too
     for j in range(j0, H, NT):
         u_i = (hw[b, j] - mean) * r
         u_f = (hw[b, H + j] - mean) * r
@@ -150,11 +152,11 @@ def ln_lstm_step(s, xw, hw, g_hh, g_c, b_c, h, c, lengths, reverse, training, on
         h_next[b, j] = o  # o until c's statistics are known
         part += cn
     mean_c = block_sum(part, red) / H
-    part = one * 0
+    part = 0.0
     for j in range(j0, H, NT):
         d = c[b, j] - mean_c
         part += d * d
-    rc = one / math.sqrt(block_sum(part, red) / H + one * LAYER_NORM_EPS)
+    rc = 1.0 / math.sqrt(block_sum(part, red) / H + LAYER_NORM_EPS)
     for j in range(j0, H, NT):
         ch = (c[b, j] - mean_c) * rc
         tc = math.tanh(g_c[j] * ch + b_c[j])
@@ -216,7 +218,7 @@ def ln_gru_step(s, xw, hw, g_hh, b_hh, h, lengths, reverse, training, one,
                 y, h_next, h_prev, gates, hw_n, hw_hat, rstd):
     """Step s of sequence b = block: gh = g_hh norm(hw[b]) + b_hh (hw = h @ w_hh.T), then
     the GRU's gates on xw[t] (b_ih included) and gh."""
-    red = cuda.shared.array(MAX_THREADS, dtype=h.dtype)
+    red = cuda.shared.array(MAX_THREADS, dtype=float64)  # statistics in float64
     b, j0, NT = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
     H = h.shape[1]
     n = lengths[b]
