@@ -83,7 +83,44 @@ def stack_spec(cell: str, input_size: int, hidden_size: int, num_layers: int = 1
                            check_flag(bias, "bias"), float(dropout))
 
 
-class RNNBase:
+class KernelModule:
+    """What the NumPy stacks and cells share: ``params`` / ``grads`` under torch's names, the
+    kernel backend, and training or eval mode."""
+
+    params: dict[str, np.ndarray]
+    grads: dict[str, np.ndarray]
+    training: bool
+
+    def zero_grad(self) -> None:
+        for grad in self.grads.values():
+            grad.fill(0)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter under torch's names."""
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy `state` (arrays or torch tensors) into the live parameters, checking all first."""
+        load_parameters(self.params, state, repr(self))
+
+    @property
+    def backend(self) -> str:
+        """Name of the kernel backend; assign a name (or None for the default) to switch."""
+        return self._backend.name
+
+    @backend.setter
+    def backend(self, name: str | None) -> None:
+        self._backend = backends.get(name)
+
+    def train(self, mode: bool = True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+
+class RNNBase(KernelModule):
     """A stack of any cell of :mod:`fastrnn.cells` (use :class:`RNN`, :class:`LSTM`,
     :class:`GRU`, or give the cell's name)."""
 
@@ -154,36 +191,6 @@ class RNNBase:
         for name, value in self.params.items():
             live[name][...] = value
         self.params = live
-
-    def zero_grad(self) -> None:
-        for grad in self.grads.values():
-            grad.fill(0)
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """A copy of every parameter under torch's names."""
-        return {name: value.copy() for name, value in self.params.items()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Copy `state` (arrays or torch tensors) into the live parameters, checking all first."""
-        load_parameters(self.params, state, repr(self))
-
-    # ---------------------------------------------------------------- modes and backend
-
-    @property
-    def backend(self) -> str:
-        """Name of the kernel backend; assign a name (or None for the default) to switch."""
-        return self._backend.name
-
-    @backend.setter
-    def backend(self, name: str | None) -> None:
-        self._backend = backends.get(name)
-
-    def train(self, mode: bool = True) -> RNNBase:
-        self.training = bool(mode)
-        return self
-
-    def eval(self) -> RNNBase:
-        return self.train(False)
 
     def __repr__(self) -> str:
         args = [str(self.input_size), str(self.hidden_size)]

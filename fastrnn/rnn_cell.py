@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from .rnn import _to_numpy, load_parameters, stack_spec
+from .rnn import KernelModule, _to_numpy, stack_spec
 
 
-class RNNCellBase:
+class RNNCellBase(KernelModule):
     """One step of any cell of :mod:`fastrnn.cells` (use the named subclasses)."""
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, bias: bool = True, *,
@@ -58,33 +58,6 @@ class RNNCellBase:
     input_size = property(lambda self: self.spec.input_size)
     hidden_size = property(lambda self: self.spec.hidden_size)
     bias = property(lambda self: self.spec.bias)
-
-    @property
-    def backend(self) -> str:
-        return self._backend.name
-
-    @backend.setter
-    def backend(self, name: str | None) -> None:
-        self._backend = backends.get(name)
-
-    def train(self, mode: bool = True) -> RNNCellBase:
-        self.training = bool(mode)
-        return self
-
-    def eval(self) -> RNNCellBase:
-        return self.train(False)
-
-    def zero_grad(self) -> None:
-        for grad in self.grads.values():
-            grad.fill(0)
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return {name: value.copy() for name, value in self.params.items()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Copy `state` (arrays or torch tensors, torch.nn's cell names) into the parameters,
-        checking all first."""
-        load_parameters(self.params, state, repr(self))
 
     def __repr__(self) -> str:
         extra = "" if self.bias else ", bias=False"
