@@ -58,16 +58,24 @@ class Cell:
     torch_mode: str = ""
     #: Elman's activation: True for relu, False for tanh (other cells ignore it)
     relu: bool = False
-    #: whether an output projection h = w_hr (o * tanh c) is defined (LSTM's proj_size)
+    #: whether an output projection h = w_hr (o * tanh c) is defined (LSTM's proj_size;
+    #: the Jordan cells' output layer, which they require)
     projection: bool = False
+    #: Jordan cells: the output layer's activation (one of :data:`OUTPUT_ACTS`); the carried
+    #: state h is the output y = act_y(w_hr u + b_hr) of width Hp = the output size, where
+    #: u = act(w_ih x + b_ih + w_hh y_prev + b_hh) is the hidden layer (width H). Empty for
+    #: every other cell.
+    output_act: str = ""
     #: GRU: the recurrent side of a gate is not the input side's twin (n = tanh(W_in x +
     #: b_in + r * (W_hn h + b_hn))): b_hh stays inside the loop instead of folding into the
     #: input projection with b_ih, and backward keeps a separate recurrent-side gradient
     split_recurrent: bool = False
-    #: LayerNorm cells: their gains and shifts, (kernel argument, width in H), the input
-    #: side's gain first ("ln_ih", normalised by the driver before the loop); the rest go to
-    #: the time loops in this order
-    norms: tuple[tuple[str, int], ...] = ()
+    #: the cell's own parameter vectors besides torch's four, (kernel argument, width in H or
+    #: "out" for Hp), given to the kernels as ``norms``: the LayerNorm cells' gains and
+    #: shifts, the input side's gain first ("ln_ih", normalised by the driver before the
+    #: loop), and the Jordan cells' output bias "b_hr"; the time loops get them in this order
+    #: (after ln_ih)
+    norms: tuple[tuple[str, int | str], ...] = ()
     #: the LayerNorms inside the time loop (see :class:`NormSite`)
     norm_sites: tuple[NormSite, ...] = ()
     #: gradient buffers the backward loop writes besides dg_in / dg_rec: (name, width in H);
@@ -75,13 +83,37 @@ class Cell:
     #: then takes instead of dg_rec
     loop_grads: tuple[tuple[str, int], ...] = ()
 
-    def initial_norm(self, arg: str) -> float:
-        """A LayerNorm parameter's initial value: 0 for a shift, 1 for a gain."""
+    def initial_norm(self, arg: str) -> float | None:
+        """A LayerNorm parameter's initial value: 0 for a shift, 1 for a gain; None for a
+        vector that is not a LayerNorm's (Jordan's b_hr starts as the other biases do)."""
+        if arg == "b_hr":
+            return None
         return 0.0 if any(site.shift == arg for site in self.norm_sites) else 1.0
 
+    def vector_args(self, bias: bool) -> tuple[str, ...]:
+        """The kernel arguments of ``norms`` a layer has (a Jordan cell's b_hr only with a
+        bias)."""
+        return tuple(arg for arg, _ in self.norms if arg != "b_hr" or bias)
+
+    @property
+    def input_norm(self) -> bool:
+        """Whether the input projection is layer-normalised (gain ``norms[0]``, "ln_ih")."""
+        return bool(self.norms) and self.norms[0][0] == "ln_ih"
+
+    @property
+    def act_code(self) -> int:
+        """What the time loops get in their ``relu`` argument: 1 for a relu hidden layer, 0
+        for tanh, plus, for the Jordan cells, 2 * the index of the output activation in
+        :data:`OUTPUT_ACTS` (0 identity, 1 tanh, 2 sigmoid)."""
+        return int(self.relu) + (2 * OUTPUT_ACTS.index(self.output_act) if self.output_act
+                                 else 0)
+
     @staticmethod
-    def width(spec: int | tuple[int, int], H: int) -> int:
-        """Columns of a buffer whose width is `spec` (k: k*H; (k, e): k*H + e)."""
+    def width(spec: int | str | tuple[int, int], H: int, Hp: int = 0) -> int:
+        """Columns of a buffer or vector whose width is `spec` (k: k*H; (k, e): k*H + e;
+        "out": the output width Hp)."""
+        if spec == "out":
+            return Hp
         k, extra = (spec, 0) if isinstance(spec, int) else spec
         return k * H + extra
 
@@ -96,22 +128,29 @@ class Cell:
         layer_input: the layer's input width; P: projection size (0: none)."""
         if P and not self.projection:
             raise ValueError(f"proj_size is only supported by LSTM, not {self.name}")
+        if self.output_act and not P:
+            raise ValueError(f"{self.name} needs its output size (P > 0)")
         suffix = f"_l{layer}" + ("_reverse" if direction else "")
         GH, Hp = self.gates * H, P or H
+        rec = "yh" if self.output_act else "hh"  # Jordan: the recurrence comes from y
         params = {"w_ih": ("weight_ih" + suffix, (GH, layer_input)),
-                  "w_hh": ("weight_hh" + suffix, (GH, Hp))}
+                  "w_hh": (f"weight_{rec}" + suffix, (GH, Hp))}
         if bias:
             params["b_ih"] = ("bias_ih" + suffix, (GH,))
-            params["b_hh"] = ("bias_hh" + suffix, (GH,))
+            params["b_hh"] = (f"bias_{rec}" + suffix, (GH,))
         if P:
-            params["w_hr"] = ("weight_hr" + suffix, (P, H))
+            params["w_hr"] = (("weight_hy" if self.output_act else "weight_hr") + suffix, (P, H))
         for arg, width in self.norms:
-            params[arg] = (NORM_NAMES[arg] + suffix, (width * H,))
+            if arg != "b_hr" or bias:
+                params[arg] = (NORM_NAMES[arg] + suffix, (self.width(width, H, Hp),))
         return params
 
-    def projected_output(self, saved: dict[str, Any], H: int) -> tuple[Any, Any]:
-        """The two factors of what w_hr multiplied at each step, o and tanh(c), as views of
-        the saved buffers ([T,B,H] each): the projection's weight gradient needs them."""
+    def projected_output(self, saved: dict[str, Any], H: int) -> tuple[Any, ...]:
+        """The factors of what w_hr multiplied at each step, as views of the saved buffers
+        ([T,B,H] each; the projection's weight gradient needs their product): LSTM's o and
+        tanh(c), a Jordan cell's hidden layer u."""
+        if self.output_act:
+            return (saved["hidden"],)
         return saved["gates"][:, :, 3 * H:], saved["tanh_c"]
 
 
@@ -121,9 +160,20 @@ def _elman(relu: bool) -> Cell:
                 (("nonlinearity", act),), f"RNN_{act.upper()}", relu=relu)
 
 
-#: LayerNorm kernel argument -> torch-style parameter name (before the layer suffix)
+def _jordan(relu: bool, output_act: str) -> Cell:
+    act = "relu" if relu else "tanh"
+    name = f"jordan_{act}_{output_act}"
+    return Cell(name, "jordan", 1, ("h",), (("hidden", 1), ("y_out", "out")), "JordanRNN",
+                (("nonlinearity", act), ("output_nonlinearity", output_act)), name.upper(),
+                relu=relu, projection=True, output_act=output_act, norms=(("b_hr", "out"),))
+
+
+#: the Jordan cells' output activations, in the order of their code (:attr:`Cell.act_code`)
+OUTPUT_ACTS = ("identity", "tanh", "sigmoid")
+
+#: kernel argument of a cell's own vector -> torch-style parameter name (before the suffix)
 NORM_NAMES = {"ln_ih": "ln_ih_weight", "ln_hh": "ln_hh_weight", "ln_c_w": "ln_c_weight",
-              "ln_c_b": "ln_c_bias"}
+              "ln_c_b": "ln_c_bias", "b_hr": "bias_hy"}
 
 
 #: name -> cell. The Elman nonlinearities are two cells, as in PyTorch's modes.
@@ -153,9 +203,13 @@ CELLS: dict[str, Cell] = {cell.name: cell for cell in (
          torch_mode="LayerNormGRU", split_recurrent=True, norms=(("ln_ih", 3), ("ln_hh", 3)),
          norm_sites=(NormSite("ln_hh", None, "hw_hat", "dg_rec"),),
          loop_grads=(("d_hw", 3),)),
+    # Jordan network (Jordan 1986): u = act(W_ih x + b_ih + W_yh y_prev + b_yh); y =
+    # act_y(W_hy u + b_hy); the recurrence goes through the output y (the carried state,
+    # width Hp = the output size). Saves u and y; act tanh or relu, act_y per OUTPUT_ACTS.
+    *(_jordan(relu, out) for relu in (False, True) for out in OUTPUT_ACTS),
 )}
 #: other names the model API and the command line accept
-ALIASES = {"rnn": "rnn_tanh"}
+ALIASES = {"rnn": "rnn_tanh", "jordan": "jordan_tanh_identity"}
 
 
 def get(cell: str | Cell) -> Cell:
@@ -164,7 +218,8 @@ def get(cell: str | Cell) -> Cell:
         return cell
     name = ALIASES.get(cell, cell) if isinstance(cell, str) else cell
     if name not in CELLS:
-        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+        raise ValueError(f"cell must be one of {sorted(CELLS)} or an alias of one "
+                         f"({', '.join(f'{a}: {n}' for a, n in ALIASES.items())}), got {cell!r}")
     return CELLS[name]
 
 

@@ -1,5 +1,5 @@
 """NumPy modules over the layer stack: :class:`RNN`, :class:`LSTM`, :class:`GRU`,
-:class:`LayerNormLSTM`, :class:`LayerNormGRU`.
+:class:`LayerNormLSTM`, :class:`LayerNormGRU`, :class:`JordanRNN`.
 
 They take torch.nn's constructor arguments and return torch.nn's shapes, but work on NumPy
 arrays and run any registered kernel backend. A module owns its parameters, gradients and
@@ -66,10 +66,12 @@ def stack_spec(cell: str, input_size: int, hidden_size: int, num_layers: int = 1
     input_size = _positive_int(input_size, "input_size")
     hidden_size = _positive_int(hidden_size, "hidden_size")
     num_layers = _positive_int(num_layers, "num_layers")
+    if spec.output_act:  # Jordan: proj_size is the output layer's width, which it needs
+        proj_size = _positive_int(proj_size, "output_size")
     proj_size = _positive_int(proj_size, "proj_size", minimum=0)
     if proj_size and not spec.projection:
         raise ValueError(f"proj_size is only supported by LSTM, not {spec.name}")
-    if proj_size >= hidden_size:
+    if proj_size >= hidden_size and not spec.output_act:
         raise ValueError(f"proj_size must be smaller than hidden_size ({hidden_size}), "
                          f"got {proj_size}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
@@ -194,12 +196,17 @@ class RNNBase(KernelModule):
 
     def __repr__(self) -> str:
         args = [str(self.input_size), str(self.hidden_size)]
+        jordan = bool(self.spec.cell.output_act)
+        if jordan:
+            args.append(str(self.output_size))
         for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False),
-                              ("dropout", 0.0), ("bidirectional", False), ("proj_size", 0)):
+                              ("dropout", 0.0), ("bidirectional", False),
+                              ("proj_size", self.proj_size if jordan else 0)):
             if getattr(self, name) != default:
                 args.append(f"{name}={getattr(self, name)}")
         args += [f"{key}={value!r}" for key, value in self.spec.cell.torch_args
-                 if key != "nonlinearity" or value != "tanh"]
+                 if (key, value) not in (("nonlinearity", "tanh"),
+                                         ("output_nonlinearity", "identity"))]
         return f"{type(self).__name__}({', '.join(args)}, backend={self.backend!r})"
 
     # ---------------------------------------------------------------- input checking
@@ -471,3 +478,39 @@ class LayerNormGRU(RNNBase):
         super().__init__("layernorm_gru", input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, dtype=dtype, backend=backend,
                          seed=seed)
+
+
+class JordanRNN(RNNBase):
+    """Jordan network (Jordan 1986): the recurrence goes through the output, not the hidden
+    layer. Per step, per layer and direction::
+
+        u = act(W_ih x + b_ih + W_yh y_prev + b_yh)      act: tanh or relu   [B, hidden_size]
+        y = act_y(W_hy u + b_hy)             act_y: identity, tanh or sigmoid [B, output_size]
+
+    y is both the layer's output and the state carried to the next step (y0 given, or zeros).
+    Parameters per layer k: ``weight_ih_l{k}`` [H, in], ``weight_yh_l{k}`` [H, O],
+    ``bias_ih_l{k}`` / ``bias_yh_l{k}`` [H], ``weight_hy_l{k}`` [O, H], ``bias_hy_l{k}`` [O]
+    (``_reverse`` for the second direction), all ~ U(-1/sqrt(H), 1/sqrt(H)) as torch.nn.RNN.
+    Layers, ragged lengths and bidirectional layers (each direction its own recurrence over
+    its own valid steps) work as for :class:`RNN`; forward returns y [T,B,D*O] and y_n
+    [L*D,B,O]. Unlike an Elman RNN, all the network remembers is its previous output: a task
+    that needs more memory than O numbers cannot be learned (examples/jordan.py shows both
+    sides). torch has no Jordan network, so fastrnn.torch has no drop-in; the CUDA backend
+    has no Jordan kernels yet (NotImplementedError names the CPU backends).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int,
+                 num_layers: int = 1, nonlinearity: str = "tanh",
+                 output_nonlinearity: str = "identity", bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 *, dtype: Any = np.float32, backend: str | None = None,
+                 seed: int | None = None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        if output_nonlinearity not in cells.OUTPUT_ACTS:
+            raise ValueError(f"output_nonlinearity must be one of {cells.OUTPUT_ACTS}, got "
+                             f"{output_nonlinearity!r}")
+        self.nonlinearity, self.output_nonlinearity = nonlinearity, output_nonlinearity
+        super().__init__(f"jordan_{nonlinearity}_{output_nonlinearity}", input_size,
+                         hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         output_size, dtype=dtype, backend=backend, seed=seed)

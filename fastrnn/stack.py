@@ -94,11 +94,11 @@ class StackSpec:
 
     def norm_parameters(self) -> dict[str, float]:
         """Name -> initial value of every LayerNorm gain (1) and shift (0); empty for cells
-        without LayerNorm."""
+        without LayerNorm (a Jordan cell's output bias starts as the other biases do)."""
         return {name: self.cell.initial_norm(arg) for layer in range(self.num_layers)
                 for direction in range(self.num_directions)
                 for arg, (name, _) in self.layer_parameters(layer, direction).items()
-                if arg in dict(self.cell.norms)}
+                if arg in dict(self.cell.norms) and self.cell.initial_norm(arg) is not None}
 
 
 @dataclass
@@ -144,7 +144,7 @@ def forward(spec: StackSpec, params: Mapping[str, Any], x: Any, states: tuple,
             return backend.forward(
                 cell, ops.to_backend(layer_input), p["w_ih"], p["w_hh"], p.get("b_ih"),
                 p.get("b_hh"), *(ops.to_backend(s[k]) for s in states), w_hr=p.get("w_hr"),
-                norms=tuple(p[arg] for arg, _ in cell.norms), lengths=lengths,
+                norms=tuple(p[arg] for arg in cell.vector_args(spec.bias)), lengths=lengths,
                 reverse=direction == 1, training=save)
 
         results = _per_direction(backend, D, run)

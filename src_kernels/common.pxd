@@ -51,6 +51,14 @@ cdef extern from "gates.h" nogil:
                    long H, int relu)
     void rnn_bwd_d(const double *dh, const double *dy, const double *h_new, double *dpre,
                    long n, long H, int relu)
+    void jordan_out_fwd_f(const float *a, const float *b_hr, float *h, float *y_out, long n,
+                          long O, int act)
+    void jordan_out_fwd_d(const double *a, const double *b_hr, double *h, double *y_out,
+                          long n, long O, int act)
+    void jordan_out_bwd_f(const float *dh, const float *dy, const float *y_out, float *d_a,
+                          long n, long O, int act)
+    void jordan_out_bwd_d(const double *dh, const double *dy, const double *y_out,
+                          double *d_a, long n, long O, int act)
     void lstm_fwd_f(const float *xw, const float *hw, float *c, float *m, float *gates,
                     float *tanh_c, long n, long H)
     void lstm_fwd_d(const double *xw, const double *hw, double *c, double *m, double *gates,
@@ -284,6 +292,22 @@ cdef inline void rnn_bwd(floating *dh, floating *dy, floating *h_new, floating *
         rnn_bwd_f(dh, dy, h_new, dpre, n, H, relu)
     else:
         rnn_bwd_d(dh, dy, h_new, dpre, n, H, relu)
+
+
+cdef inline void jordan_out_fwd(floating *a, floating *b_hr, floating *h, floating *y_out,
+                                long n, long O, int act) noexcept nogil:
+    if floating is float:
+        jordan_out_fwd_f(a, b_hr, h, y_out, n, O, act)
+    else:
+        jordan_out_fwd_d(a, b_hr, h, y_out, n, O, act)
+
+
+cdef inline void jordan_out_bwd(floating *dh, floating *dy, floating *y_out, floating *d_a,
+                                long n, long O, int act) noexcept nogil:
+    if floating is float:
+        jordan_out_bwd_f(dh, dy, y_out, d_a, n, O, act)
+    else:
+        jordan_out_bwd_d(dh, dy, y_out, d_a, n, O, act)
 
 
 cdef inline void lstm_fwd(floating *xw, floating *hw, floating *c, floating *m,

@@ -60,6 +60,36 @@ static inline void FR(rnn_bwd)(const REAL *restrict dh, const REAL *restrict dy,
     }
 }
 
+/* ---------------------------------------------------------------- Jordan output layer */
+
+/* y = act_y(a + b_hr) into the carried state h and the saved y_out; act_y: 0 identity,
+ * 1 tanh, 2 sigmoid */
+static inline void FR(jordan_out_fwd)(const REAL *restrict a, const REAL *restrict b_hr,
+                                      REAL *restrict h, REAL *restrict y_out, long n, long O,
+                                      int act) {
+    for (long b = 0; b < n; b++) {
+        const long r = b * O;
+        for (long j = 0; j < O; j++) {
+            REAL v = a[r + j] + b_hr[j];
+            if (act == 1) v = FR(tanh)(v);
+            else if (act == 2) v = FR(sigm)(v);
+            h[r + j] = v;
+            y_out[r + j] = v;
+        }
+    }
+}
+
+/* d_a = (dh + dy) * act_y'(y_out) */
+static inline void FR(jordan_out_bwd)(const REAL *restrict dh, const REAL *restrict dy,
+                                      const REAL *restrict y_out, REAL *restrict d_a, long n,
+                                      long O, int act) {
+    const long count = n * O;
+    for (long i = 0; i < count; i++) {
+        const REAL d = dh[i] + dy[i], v = y_out[i];
+        d_a[i] = act == 1 ? d * ((REAL)1 - v * v) : act == 2 ? d * (v * ((REAL)1 - v)) : d;
+    }
+}
+
 /* ---------------------------------------------------------------- LSTM (gates i, f, g, o) */
 
 static inline void FR(lstm_fwd)(const REAL *restrict xw, const REAL *restrict hw,

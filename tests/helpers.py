@@ -8,6 +8,12 @@ import numpy as np
 
 from fastrnn.cells import CELLS
 
+#: the cells that parametrised sweeps run: every cell, the Jordan network by three of its six
+#: variants (both hidden activations, every output activation; the reference's gradient
+#: check and the random-shape conformance test take all six)
+SWEPT_CELLS = [name for name in CELLS if not CELLS[name].output_act] + [
+    "jordan_tanh_identity", "jordan_relu_tanh", "jordan_tanh_sigmoid"]
+
 
 @dataclass
 class Problem:
@@ -27,7 +33,8 @@ class Problem:
     dy: np.ndarray = field(repr=False)
     dh_n: np.ndarray = field(repr=False)
     dc_n: np.ndarray | None = field(repr=False)
-    #: LayerNorm cells' gains and shifts, in cell.norms order (empty for other cells)
+    #: the cell's own vectors (LayerNorm gains and shifts, Jordan's output bias), in
+    #: cell.vector_args order (empty for other cells)
     norms: tuple = ()
 
     def args(self):
@@ -48,9 +55,12 @@ class Problem:
 
 def make_problem(cell, T, B, I, H, *, P=0, bias=True, ragged=False, reverse=False,
                  dtype=np.float64, scale=1.0, seed=0) -> Problem:
-    """Random arguments; weights ~ U(-scale/sqrt(H), scale/sqrt(H)) like torch's init."""
+    """Random arguments; weights ~ U(-scale/sqrt(H), scale/sqrt(H)) like torch's init. P: the
+    projection (LSTM) or output (Jordan: 0 gives H // 2 + 1) size."""
     rng = np.random.default_rng(seed)
     spec = CELLS[cell]
+    if spec.output_act and not P:  # a Jordan cell needs its output size
+        P = H // 2 + 1
     G, has_c = spec.gates, "c" in spec.states
     Hp = P or H
     k = scale / np.sqrt(H)
@@ -69,9 +79,11 @@ def make_problem(cell, T, B, I, H, *, P=0, bias=True, ragged=False, reverse=Fals
         w_hr=u(P, H) if P else None, lengths=lengths, reverse=reverse,
         dy=u(T, B, Hp, bound=1.0), dh_n=u(B, Hp, bound=1.0),
         dc_n=u(B, H, bound=1.0) if has_c else None,
-        # gains around 1, shifts around 0, both away from their initial values
-        norms=tuple((1 + u(w * H, bound=0.5)) if name != "ln_c_b" else u(w * H, bound=0.5)
-                    for name, w in spec.norms),
+        # gains around 1, shifts (and Jordan's output bias) around 0, both away from their
+        # initial values
+        norms=tuple((1 if name.startswith("ln_") and name != "ln_c_b" else 0)
+                    + u(spec.width(dict(spec.norms)[name], H, Hp), bound=0.5)
+                    for name in spec.vector_args(bias)),
     )
 
 
@@ -85,9 +97,10 @@ def loss(backend, pb: Problem) -> float:
 
 
 def norm_grads(grads, pb: Problem) -> dict:
-    """{"d<norm argument>": its gradient} of a LayerNorm cell's Grads (empty for others)."""
-    return {f"d{name}": g for (name, _), g in zip(CELLS[pb.cell].norms, grads.dnorms,
-                                                   strict=True)}
+    """{"d<norm argument>": its gradient} of the cell's own vectors in Grads (LayerNorm
+    gains and shifts, Jordan's output bias; empty for other cells)."""
+    names = CELLS[pb.cell].vector_args(pb.b_ih is not None)
+    return {f"d{name}": g for name, g in zip(names, grads.dnorms, strict=True)}
 
 
 #: Grads field -> Problem attribute it differentiates

@@ -156,3 +156,10 @@ def test_extreme_inputs_give_the_references_answer(cell, case):
 
     check_extreme("cuda", cell, case, np.float32)
 
+
+
+def test_jordan_cells_name_the_backends_that_have_them():
+    pb = make_problem("jordan_tanh_tanh", T=2, B=2, I=3, H=4, P=2)
+    with pytest.raises(NotImplementedError, match=r"no jordan_tanh_tanh kernels yet; the CPU "
+                                                  r"backends \(reference, numba, cython\)"):
+        backends.get("cuda").forward(*pb.args(), **pb.kwargs())

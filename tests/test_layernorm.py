@@ -312,9 +312,20 @@ def test_bad_norms_get_clear_errors(name):
         with pytest.raises(error, match=message):
             backend.forward(*pb.args(), **{**kwargs, "norms": norms})
     plain = make_problem("lstm", T=2, B=2, I=3, H=4)
-    with pytest.raises(ValueError, match="norms .* are only defined for layernorm_lstm or "
-                                         "layernorm_gru, not lstm"):
+    with pytest.raises(ValueError, match="norms .* are not defined for lstm; cells with "
+                                         "them: layernorm_lstm, layernorm_gru, jordan"):
         backend.forward(*plain.args(), **{**plain.kwargs(), "norms": pb.norms})
+    jordan = make_problem("jordan_tanh_tanh", T=2, B=2, I=3, H=4, P=2)
+    kwargs = jordan.kwargs()
+    with pytest.raises(ValueError, match=r"norms must be a tuple of 1 arrays \(b_hr\)"):
+        backend.forward(*jordan.args(), **{**kwargs, "norms": ()})
+    with pytest.raises(ValueError, match=r"b_hr must have shape \(2,\)"):
+        backend.forward(*jordan.args(), **{**kwargs, "norms": (np.zeros(4),)})
+    with pytest.raises(ValueError, match="w_hr .* is required for jordan_tanh_tanh"):
+        backend.forward(*jordan.args(), **{**kwargs, "w_hr": None})
+    bare = make_problem("jordan_tanh_tanh", T=2, B=2, I=3, H=4, P=2, bias=False)
+    with pytest.raises(ValueError, match="norms must be empty for jordan_tanh_tanh without"):
+        backend.forward(*bare.args(), **{**bare.kwargs(), "norms": jordan.norms})
 
 
 def test_state_dict_moves_between_numpy_and_torch_modules():

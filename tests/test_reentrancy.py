@@ -111,7 +111,8 @@ def test_the_stack_keeps_nothing_between_calls():
 
 def test_unknown_cells_are_refused_with_the_known_ones():
     with pytest.raises(ValueError,
-                       match=r"cell must be one of \['gru', 'layernorm_gru', 'layernorm_lstm'"):
+                       match=r"cell must be one of \['gru', 'jordan_relu_identity', .* "
+                             r"'rnn_tanh'\] or an alias of one \(rnn: rnn_tanh, jordan: "):
         cells.get("transformer")
     with pytest.raises(ValueError, match="unknown mode"):
         cells.by_torch_mode("QRNN")

@@ -1,7 +1,8 @@
 """The reference backward against central finite differences of the reference forward, float64.
 
 Every gradient must agree within 1e-6 relative (elementwise, rtol=1e-6 with a 1e-9 floor for
-entries that are ~0): every cell, with and without bias, ragged lengths, reverse, projection.
+entries that are ~0): every cell, with and without bias, ragged lengths, reverse, projection
+(and every Jordan output activation, with relu and tanh hidden layers).
 """
 
 import itertools
@@ -22,12 +23,16 @@ CASES = [
     for cell in ("rnn_tanh", "rnn_relu", "lstm", "gru", "layernorm_lstm", "layernorm_gru")
     for bias, ragged, reverse in itertools.product((True, False), repeat=3)
 ] + [("lstm", bias, ragged, reverse, 2)
-     for bias, ragged, reverse in itertools.product((True, False), repeat=3)]
+     for bias, ragged, reverse in itertools.product((True, False), repeat=3)] + [
+    (cell, bias, ragged, reverse, 2)  # Jordan: the output layer (P=2) is the state
+    for cell in CELLS if CELLS[cell].output_act
+    for bias, ragged, reverse in ((True, True, False), (False, False, True), (True, False, True))
+]
 
 
 def numerical_grad(pb, name):
-    arr = getattr(pb, name) if not name.startswith("ln_") else \
-        pb.norms[[n for n, _ in CELLS[pb.cell].norms].index(name)]
+    names = CELLS[pb.cell].vector_args(pb.b_ih is not None)
+    arr = pb.norms[names.index(name)] if name in names else getattr(pb, name)
     grad = np.zeros_like(arr)
     flat, gflat = arr.reshape(-1), grad.reshape(-1)
     for j in range(flat.size):
@@ -60,7 +65,7 @@ def test_reference_gradients_match_finite_differences(cell, bias, ragged, revers
                                    err_msg=f"{cell} {field}")
         checked += 1
     assert checked >= 4  # dx, dh0, dw_ih, dw_hh at least
-    assert len(grads.dnorms) == len(CELLS[cell].norms)
+    assert len(grads.dnorms) == len(CELLS[cell].vector_args(bias))
     for field, analytic in norm_grads(grads, pb).items():
         np.testing.assert_allclose(analytic, numerical_grad(pb, field[1:]), rtol=1e-6,
                                    atol=1e-9, err_msg=f"{cell} {field}")

@@ -247,6 +247,9 @@ class Backend:
         H = hh_shape[0] // G
         if H == 0:
             raise ValueError("w_hh has no rows: hidden size must be at least 1")
+        if w_hr is None and cell.output_act:
+            raise ValueError(f"w_hr (the output layer's weight [O, {H}]) is required for "
+                             f"{cell.name}")
         if w_hr is not None and not cell.projection:
             raise ValueError(f"w_hr (projection) is only defined for {_cells_with('projection')}"
                              f", not {cell.name}")
@@ -266,7 +269,7 @@ class Backend:
         if b_ih is not None:
             b_ih = _array(b_ih, "b_ih", dtype, (G * H,), dev)
             b_hh = _array(b_hh, "b_hh", dtype, (G * H,), dev)
-        norms = self._norms(cell, norms, H, dtype, dev)
+        norms = self._norms(cell, norms, H, Hp, b_ih is not None, dtype, dev)
         if "c" not in cell.states and c0 is not None:
             raise ValueError(f"c0 is only defined for {_cells_with_state('c')}, not {cell.name}")
         given = {"h": h0, "c": c0}
@@ -349,21 +352,29 @@ class Backend:
         return Grads(dx, dstates[0], dc0, dw_ih, dw_hh, db_ih, db_hh, None, tuple(dnorms))
 
     @staticmethod
-    def _norms(cell: Cell, norms: Any, H: int, dtype: np.dtype, dev: bool) -> tuple:
-        """`norms` checked against ``cell.norms``: a tuple of [width*H] arrays."""
-        if not cell.norms:
+    def _norms(cell: Cell, norms: Any, H: int, Hp: int, bias: bool, dtype: np.dtype,
+               dev: bool) -> tuple:
+        """`norms` checked against ``cell.norms`` (a Jordan cell's b_hr only with a bias): a
+        tuple of arrays of their widths."""
+        expected = cell.vector_args(bias)
+        if not expected:
+            if norms and cell.norms:  # a Jordan cell without biases
+                raise ValueError(f"norms must be empty for {cell.name} without biases "
+                                 "(b_ih = b_hh = None): its only entry is the output bias")
             if norms:
-                raise ValueError(f"norms (LayerNorm gains) are only defined for "
-                                 f"{' or '.join(c.name for c in cells.CELLS.values() if c.norms)}"
-                                 f", not {cell.name}")
+                raise ValueError(f"norms (a cell's own vectors: LayerNorm gains, the Jordan "
+                                 f"output bias) are not defined for {cell.name}; cells with "
+                                 "them: " + ", ".join(c.name for c in cells.CELLS.values()
+                                                     if c.norms))
             return ()
-        names = [name for name, _ in cell.norms]
+        names = list(expected)
         if not isinstance(norms, (tuple, list)) or len(norms) != len(names):
             raise ValueError(f"norms must be a tuple of {len(names)} arrays ({', '.join(names)})"
                              f" for {cell.name}, got {type(norms).__name__}"
                              + (f" of {len(norms)}" if isinstance(norms, (tuple, list)) else ""))
-        return tuple(_array(value, name, dtype, (width * H,), dev)
-                     for value, (name, width) in zip(norms, cell.norms, strict=True))
+        widths = dict(cell.norms)
+        return tuple(_array(value, name, dtype, (cell.width(widths[name], H, Hp),), dev)
+                     for value, name in zip(norms, names, strict=True))
 
 
 def _cells_with_state(state: str) -> str:

@@ -21,7 +21,7 @@ RELEASES_GIL = True
 READS_READ_ONLY = False
 
 try:
-    from .._kernels import gru, ln_gru, ln_lstm, lstm, rnn, seq
+    from .._kernels import gru, jordan, ln_gru, ln_lstm, lstm, rnn, seq
 except ImportError as exc:  # not built: reported by available()
     _missing: ImportError | None = exc
 else:
@@ -59,7 +59,8 @@ if _missing is None:
     _packed = seq.step_product()[0]
     driver = Driver({name: TimeLoop(m.forward, m.backward)
                      for name, m in (("rnn", rnn), ("lstm", lstm), ("gru", gru),
-                                     ("ln_lstm", ln_lstm), ("ln_gru", ln_gru))},
+                                     ("ln_lstm", ln_lstm), ("ln_gru", ln_gru),
+                                     ("jordan", jordan))},
                     HostProducts(seq.project, seq.matmul_nn, seq.matmul_tn, seq.column_sums,
                                  seq.layer_norm, seq.layer_norm_backward, seq.column_dots,
                                  seq.blas_free_rows()),

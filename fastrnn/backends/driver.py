@@ -35,8 +35,10 @@ at each step (``Products.steps``); ``buffers`` are the cell's saved buffers in t
 ``Cell.saved``; dg_in / dg_rec [T,B,G] receive the gradients of the input-side and
 recurrent-side pre-activations (one array unless ``Cell.split_recurrent``); dh_out [T,B,Hp]
 the gradient reaching each step's output (cells with a projection). LayerNorm cells take
-``norms``, their gains and shifts after ln_ih (``Cell.norms[1:]``; other cells get an empty
-tuple), and write the buffers of ``Cell.loop_grads`` into ``grads``.
+``norms``, their gains and shifts after ln_ih (``Cell.norms[1:]``), and write the buffers of
+``Cell.loop_grads`` into ``grads``; the Jordan cells take their output bias b_hr there and
+write the gradient of their output layer's pre-activation into dh_out; other cells get an
+empty tuple. ``relu`` is :attr:`Cell.act_code <fastrnn.cells.Cell.act_code>`.
 """
 
 from __future__ import annotations
@@ -234,7 +236,7 @@ class Driver:
         rows = _valid_rows(active, B) if P.splits_batch and active is not None else None
         own = x if rows is None else x.reshape(T * B, I)[rows][None]
         hat = rstd = None
-        if norms:
+        if cell.input_norm:
             xw, hat, rstd = P.layer_norm(P.project(own, w_ih, ()), norms[0], biases)
         else:
             xw = P.project(own, w_ih, biases)
@@ -266,7 +268,7 @@ class Driver:
         named["dg_rec"] = g_rec
         dnorms: dict[str, Any] = {}
         g_proj = g_in  # the gradient of x @ w_ih^T
-        if cell.norms:
+        if cell.input_norm:
             g_proj, dnorms[cell.norms[0][0]] = P.layer_norm_backward(
                 g_in, saved.norms[0], part.x_hat, part.x_rstd)
             for site in cell.norm_sites:
@@ -290,9 +292,23 @@ class Driver:
         dw_hr = None
         if saved.w_hr is not None:
             H = dg_in.shape[2] // cell.gates
-            dw_hr = P.matmul_tn(own(dh_out), P.multiply(*cell.projected_output(named, H)))
+            factors = cell.projected_output(named, H)
+            d_out = own(dh_out)
+            dw_hr = P.matmul_tn(d_out, factors[0] if len(factors) == 1 else
+                                P.multiply(*factors))
+            if saved.has_bias and cell.output_act:  # the Jordan output layer's bias
+                dnorms["b_hr"] = P.column_sums(d_out)
         return (dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr,
-                tuple(dnorms[name] for name, _ in cell.norms))
+                tuple(dnorms[name] for name in cell.vector_args(saved.has_bias)))
+
+    def _loop_norms(self, cell: Cell, norms: tuple, Hp: int, dtype: np.dtype) -> tuple:
+        """What the time loop gets as ``norms``: the cell's vectors after ln_ih; a Jordan
+        cell's b_hr (zeros without a bias)."""
+        if cell.input_norm:
+            return norms[1:]
+        if cell.output_act and not norms:
+            return (self.products.zeros((Hp,), dtype),)
+        return norms
 
     # ------------------------------------------------------------------ the contract
 
@@ -311,6 +327,7 @@ class Driver:
         if cell.split_recurrent:
             b_rec = P.zeros((G,), dtype) if b_hh is None else b_hh
         w_hr_arg = P.absent(dtype, 2) if w_hr is None else w_hr
+        loop_norms = self._loop_norms(cell, norms, Hp, dtype)
         parts = 1
         if G >= self.min_part_columns and P.splits_batch:
             parts = len(parallel.shards(B, parallel.cores(), self.min_part_rows))
@@ -329,12 +346,12 @@ class Driver:
             # What a step saves is read back only for the (step, row) pairs that ran: no fill
             # (a memset of every buffer, 0.5 ms of a 15 ms LSTM training step).
             h_prev = P.empty((slots, rows, Hp), dtype)
-            buffers = tuple(P.empty((slots, rows, cell.width(width, H)), dtype)
+            buffers = tuple(P.empty((slots, rows, cell.width(width, H, Hp)), dtype)
                             for _, width in cell.saved)
             xw, x_hat, x_rstd = self._project(cell, xp, w_ih, b_ih, b_hh, norms,
                                               plan.active[p])
-            loop.forward(xw, w_hh, b_rec, w_hr_arg, norms[1:], own[0], c, steps, reverse,
-                         training, cell.relu, y, h_prev, buffers)
+            loop.forward(xw, w_hh, b_rec, w_hr_arg, loop_norms, own[0], c, steps, reverse,
+                         training, cell.act_code, y, h_prev, buffers)
             return y, own, _Part(xp, plan.active[p], steps, h_prev, buffers, x_hat, x_rstd)
 
         results = self._run(parts, one, T * B * G * (x.shape[2] + Hp))
@@ -376,9 +393,10 @@ class Driver:
         own = [P.copy(s) for s in states]
         c = own[1] if len(own) > 1 else P.absent(dtype, 2)
         y, h_prev = P.empty((1, B, Hp), dtype), P.empty((1, B, Hp), dtype)
-        buffers = tuple(P.empty((1, B, cell.width(width, H)), dtype) for _, width in cell.saved)
+        buffers = tuple(P.empty((1, B, cell.width(width, H, Hp)), dtype)
+                        for _, width in cell.saved)
         self.loops[cell.loop].forward(xw, w_hh, b_rec, P.absent(dtype, 2), norms[1:], own[0],
-                                      c, active, False, training, cell.relu, y, h_prev,
+                                      c, active, False, training, cell.act_code, y, h_prev,
                                       buffers)
         if not training:
             return own, None
@@ -413,7 +431,7 @@ class Driver:
         dh_out = P.empty((1, B, Hp), dtype) if cell.projection else P.absent(dtype, 3)
         self.loops[cell.loop].backward(
             dh.reshape(1, B, Hp), own[0], own[1] if len(own) > 1 else P.absent(dtype, 2),
-            saved.w_hh, P.absent(dtype, 2), saved.norms[1:], part.steps, False, cell.relu,
+            saved.w_hh, P.absent(dtype, 2), saved.norms[1:], part.steps, False, cell.act_code,
             part.h_prev, part.buffers, dg_in, dg_rec, dh_out, grads)
         dx, dw_ih, dw_hh, db_ih, db_hh, _, dnorms = self._param_grads(
             cell, saved, part, dg_in, dg_rec, dh_out, grads)
@@ -435,6 +453,7 @@ class Driver:
         G, Hp = saved.w_hh.shape
         dtype = dy.dtype
         w_hr_arg = P.absent(dtype, 2) if saved.w_hr is None else saved.w_hr
+        loop_norms = self._loop_norms(cell, saved.norms, Hp, dtype)
 
         def one(p: int):
             part = saved.parts[p]
@@ -448,8 +467,8 @@ class Driver:
             dh_out = P.zeros((T, rows, Hp), dtype) if cell.projection else P.absent(dtype, 3)
             grads = tuple(P.empty((T, rows, width * (G // cell.gates)), dtype)
                           for _, width in cell.loop_grads)
-            loop.backward(dyp, own[0], dc, saved.w_hh, w_hr_arg, saved.norms[1:], part.steps,
-                          saved.reverse, cell.relu, part.h_prev, part.buffers, dg_in, dg_rec,
+            loop.backward(dyp, own[0], dc, saved.w_hh, w_hr_arg, loop_norms, part.steps,
+                          saved.reverse, cell.act_code, part.h_prev, part.buffers, dg_in, dg_rec,
                           dh_out, grads)
             return self._param_grads(cell, saved, part, dg_in, dg_rec, dh_out, grads), own
 
@@ -465,5 +484,6 @@ class Driver:
             return P.output(out, saved.host)
 
         weights = [total([r[0][i] for r in results]) for i in range(1, 6)]  # dw_ih ... dw_hr
-        dnorms = tuple(total([r[0][6][k] for r in results]) for k in range(len(cell.norms)))
+        dnorms = tuple(total([r[0][6][k] for r in results])
+                       for k in range(len(results[0][0][6])))
         return (P.output(dx, saved.host), dstates0, *weights, dnorms)

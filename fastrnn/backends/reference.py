@@ -477,13 +477,102 @@ def ln_gru_backward(cell: Cell, dy, dstates, ctx: _NormSaved):
 
 
 # --------------------------------------------------------------------------------------------
+# Jordan network: u = act(W_ih x + b_ih + W_yh y_prev + b_yh); y = act_y(W_hy u + b_hy)
+# (kernel arguments: w_hh = W_yh [H,O], w_hr = W_hy [O,H], norms = (b_hy,)); y is the state
+# --------------------------------------------------------------------------------------------
+
+
+def _output_act(name: str, a: np.ndarray) -> np.ndarray:
+    if name == "tanh":
+        return np.tanh(a)
+    if name == "sigmoid":
+        return sigmoid(a)
+    return a
+
+
+def _output_act_grad(name: str, y: np.ndarray) -> np.ndarray:
+    """d act_y / d a, from the output y = act_y(a)."""
+    if name == "tanh":
+        return 1 - y * y
+    if name == "sigmoid":
+        return y * (1 - y)
+    return np.ones_like(y)
+
+
+@dataclass
+class _JordanSaved:
+    base: _Saved  # act: the hidden layer's activation derivative
+    hidden: np.ndarray  # u [T,B,H]
+    d_out: np.ndarray  # act_y'(a) [T,B,O]
+    w_hr: np.ndarray
+    has_b_hr: bool
+
+
+def jordan_forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, norms, lengths,
+                   reverse, training):
+    """Returns y[T,B,O], (y_n[B,O],), ctx (None when not training)."""
+    (y0,) = states
+    b_hr = norms[0] if norms else None
+    T, B, _ = x.shape
+    H, O = w_hh.shape[0], w_hr.shape[0]
+    valid = _step_mask(lengths, T, B)
+    xw = _input_projection(x, w_ih, _bias_sum(b_ih, b_hh))
+    y = np.zeros((T, B, O), dtype=x.dtype)
+    y_prev = np.empty_like(y)
+    hidden = np.zeros((T, B, H), dtype=x.dtype)
+    dact, d_out = np.empty_like(hidden), np.empty_like(y)
+    state = y0.copy()
+    for t in _time_steps(T, reverse):
+        y_prev[t] = state
+        pre = xw[t] + state @ w_hh.T
+        if cell.relu:
+            u = np.maximum(pre, 0)
+            dact[t] = pre > 0
+        else:
+            u = np.tanh(pre)
+            dact[t] = 1 - u * u
+        a = u @ w_hr.T
+        if b_hr is not None:
+            a += b_hr
+        out = _output_act(cell.output_act, a)
+        d_out[t] = _output_act_grad(cell.output_act, out)
+        hidden[t] = u
+        y[t] = np.where(valid[t], out, 0)
+        state = np.where(valid[t], out, state)
+    if not training:
+        return y, (state,), None
+    base = _Saved(x, w_ih, w_hh, b_ih is not None, reverse, valid, y_prev, dact)
+    return y, (state,), _JordanSaved(base, hidden, d_out, w_hr, b_hr is not None)
+
+
+def jordan_backward(cell: Cell, dy, dstates, ctx: _JordanSaved):
+    """Returns dx, (dy0,), dw_ih, dw_yh, db_ih, db_yh, dw_hy, (db_hy,) (() without bias)."""
+    (dy_n,) = dstates
+    base = ctx.base
+    T = dy.shape[0]
+    d_a = np.zeros((T, *dy_n.shape), dtype=dy.dtype)  # gradient of W_hy u + b_hy
+    dpre = np.zeros((T, dy.shape[1], ctx.hidden.shape[2]), dtype=dy.dtype)
+    d_state = dy_n.copy()
+    for t in reversed(_time_steps(T, base.reverse)):
+        valid = base.valid[t]
+        d_a[t] = np.where(valid, (d_state + dy[t]) * ctx.d_out[t], 0)
+        dpre[t] = (d_a[t] @ ctx.w_hr) * base.act[t]
+        d_state = np.where(valid, dpre[t] @ base.w_hh, d_state)
+    dx, dw_ih, dw_hh, db_ih, db_hh = _parameter_grads(base, dpre, dpre)
+    dw_hr = d_a.reshape(-1, d_a.shape[2]).T @ ctx.hidden.reshape(-1, ctx.hidden.shape[2])
+    dnorms = (d_a.sum(axis=(0, 1)),) if ctx.has_b_hr else ()
+    return dx, (d_state,), dw_ih, dw_hh, db_ih, db_hh, dw_hr, dnorms
+
+
+# --------------------------------------------------------------------------------------------
 # The contract's entry points
 # --------------------------------------------------------------------------------------------
 
 #: cell.loop -> (forward, backward)
 LOOPS = {"rnn": (rnn_forward, rnn_backward), "lstm": (lstm_forward, lstm_backward),
          "gru": (gru_forward, gru_backward), "ln_lstm": (ln_lstm_forward, ln_lstm_backward),
-         "ln_gru": (ln_gru_forward, ln_gru_backward)}
+         "ln_gru": (ln_gru_forward, ln_gru_backward),
+         "jordan": (jordan_forward, jordan_backward)}
 
 
 def forward(cell: Cell, x, w_ih, w_hh, b_ih, b_hh, states, w_hr, norms, lengths, reverse,

@@ -1,4 +1,4 @@
-"""The recurrent layer of the model API: fastrnn's RNN/LSTM/GRU stack as a Module."""
+"""The recurrent layer of the model API: fastrnn's stack of any cell as a Module."""
 
 from __future__ import annotations
 
@@ -17,18 +17,20 @@ class Recurrent(Module):
     sequence's own last valid step when `lengths` is given. With ``stateful=True`` the final
     state of one batch is the initial state of the next (truncated BPTT: no gradient flows
     back into the previous batch) until :meth:`reset_state`; a batch of another size resets it.
+    `output_size`: a Jordan cell's output width (required: ``Recurrent("jordan", I, H,
+    output_size=O)`` gives [B,T,D*O]), an LSTM's projection size (0: none).
     """
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
                  bidirectional: bool = False, dropout: float = 0.0, output: str = "sequence",
-                 stateful: bool = False, dtype=np.float32, backend: str | None = None,
-                 seed: int | None = None):
+                 stateful: bool = False, output_size: int = 0, dtype=np.float32,
+                 backend: str | None = None, seed: int | None = None):
         super().__init__()
         if output not in ("sequence", "last"):
             raise ValueError(f"output must be 'sequence' or 'last', got {output!r}")
         self.stack = RNNBase(cell, input_size, hidden_size, num_layers, batch_first=True,
-                             dropout=dropout, bidirectional=bidirectional, dtype=dtype,
-                             backend=backend, seed=seed)
+                             dropout=dropout, bidirectional=bidirectional,
+                             proj_size=output_size, dtype=dtype, backend=backend, seed=seed)
         self.params, self.grads = self.stack.params, self.stack.grads
         self.output, self.stateful = output, stateful
         self.state: Any = None
