@@ -1,5 +1,5 @@
-"""fastrnn: fused, compiled RNN / LSTM / GRU (and LayerNorm LSTM / GRU, Jordan network)
-kernels with a readable NumPy reference.
+"""fastrnn: fused, compiled RNN / LSTM / GRU (and LayerNorm LSTM / GRU, Jordan network,
+ConvLSTM) kernels with a readable NumPy reference.
 
 Quick use::
 
@@ -10,6 +10,7 @@ Quick use::
 """
 
 from . import backends
+from .conv_lstm import ConvLSTM2d
 from .rnn import GRU, LSTM, RNN, JordanRNN, LayerNormGRU, LayerNormLSTM, RNNBase
 from .rnn_cell import (
     GRUCell,
@@ -21,6 +22,6 @@ from .rnn_cell import (
 )
 
 __version__ = "0.1.0"
-__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "JordanRNN", "LSTMCell", "LayerNormGRU",
+__all__ = ["ConvLSTM2d", "GRU", "LSTM", "RNN", "GRUCell", "JordanRNN", "LSTMCell", "LayerNormGRU",
            "LayerNormGRUCell", "LayerNormLSTM", "LayerNormLSTMCell", "RNNBase", "RNNCell",
            "RNNCellBase", "backends", "__version__"]

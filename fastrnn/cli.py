@@ -88,10 +88,18 @@ def _bench(args: argparse.Namespace) -> int:
         sampled = step_bench.sampling(min_time=0.5 if args.quick else 2.0)
         print(sampled)
         steps = {"cells": [vars(r) for r in cell_results], "sampling": vars(sampled)}
+    conv: list = []
+    if args.convlstm:
+        from . import conv_bench
+
+        conv = conv_bench.compare(min_time=0.3 if args.quick else 2 * args.min_time,
+                                  warmup=0.1 if args.quick else 0.3)
+        print("\n" + conv_bench.format_results(conv))
     if args.json:
         bench.save_json(results, args.json, {**info, "first_call": latency,
                                              "charlm": [vars(c) for c in charlm],
-                                             "steps": steps})
+                                             "steps": steps,
+                                             "convlstm": [vars(r) for r in conv]})
         print(f"saved {args.json}")
     if args.plot:
         bench.plot(results, args.plot)
@@ -239,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", action="store_true",
                        help="also time single steps: fastrnn's cells beside torch.nn's, and "
                             "the char-LM sampler's characters/s")
+    bench.add_argument("--convlstm", action="store_true",
+                       help="also ConvLSTM: fastrnn's kernels beside the per-step torch module")
     bench.add_argument("--json", metavar="FILE", help="save results and machine info as JSON")
     bench.add_argument("--plot", metavar="FILE", help="save a chart (needs matplotlib)")
     bench.set_defaults(run=_bench)

@@ -1,5 +1,5 @@
 """Drop-in torch.nn.LSTM / GRU / RNN that train on fastrnn's kernels, and the LayerNorm LSTM
-and GRU that torch.nn lacks, as modules of the same kind.
+and GRU and the ConvLSTM that torch.nn lacks, as modules of the same kind.
 
 ``fastrnn.torch.LSTM(...)`` takes torch.nn.LSTM's arguments (plus ``backend=``), registers the
 same parameters under the same names with the same initialisation, accepts every input
@@ -26,8 +26,9 @@ from torch.nn.utils.rnn import PackedSequence
 from . import backends, cells, stack
 from .rnn import stack_spec
 
-__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "LayerNormGRU", "LayerNormGRUCell",
-           "LayerNormLSTM", "LayerNormLSTMCell", "RNNBase", "RNNCell", "RNNCellBase", "patch"]
+__all__ = ["ConvLSTM2d", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "LayerNormGRU",
+           "LayerNormGRUCell", "LayerNormLSTM", "LayerNormLSTMCell", "RNNBase", "RNNCell",
+           "RNNCellBase", "patch"]
 
 _TORCH_CLASSES = ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell")
 
@@ -693,3 +694,115 @@ def _with_backend(cls: type, backend: str):
         cls.__init__(self, *args, **kwargs)
 
     return __init__
+
+
+class _ConvFunction(torch.autograd.Function):
+    """y, h_n, c_n = ConvLSTM layers(x, h0, c0) with gradients for x, h0, c0 and the weights
+    (CPU tensors, read and written through NumPy views)."""
+
+    @staticmethod
+    def forward(ctx, backend, save: bool, names: list[str], lengths, x, h0, c0, *weights):
+        from .conv_lstm import stack_forward
+
+        params = {name: w.detach().numpy() for name, w in zip(names, weights, strict=True)}
+        y, h_n, c_n, ctxs = stack_forward(backend, params, h0.shape[0], x.detach().numpy(),
+                                          h0.detach().numpy(), c0.detach().numpy(), lengths,
+                                          save)
+        ctx.ctxs, ctx.backend, ctx.names = ctxs, backend, names
+        if save:
+            ctx.save_for_backward(*weights)
+        return torch.from_numpy(y), torch.from_numpy(h_n), torch.from_numpy(c_n)
+
+    @staticmethod
+    def backward(ctx, dy, dh_n, dc_n):
+        from .conv_lstm import stack_backward
+
+        ctx.saved_tensors  # noqa: B018  (raises if a weight changed in place since forward)
+        dx, dh0, dc0, grads = stack_backward(
+            ctx.backend, ctx.ctxs, dy.contiguous().numpy(), dh_n.contiguous().numpy(),
+            dc_n.contiguous().numpy(), input_grad=ctx.needs_input_grad[4])
+        return (None,) * 4 + (None if dx is None else torch.from_numpy(dx),
+                              torch.from_numpy(dh0),
+                              torch.from_numpy(dc0),
+                              *(torch.from_numpy(grads[name]) for name in ctx.names))
+
+
+class ConvLSTM2d(torch.nn.Module):
+    """ConvLSTM layers (Shi et al. 2015) as a torch module on fastrnn's ConvLSTM kernels.
+
+    torch has no ConvLSTM; this module computes what the common per-step composition does (a
+    ``torch.nn.Conv2d(C_l + F, 4F, k, padding=k // 2)`` on ``cat([x_t, h], 1)``, gates i, f, g,
+    o) and holds the same weights: ``weight_l{l}`` [4F, C_l + F, k, k] and ``bias_l{l}`` [4F],
+    initialised as torch.nn.Conv2d's. ``forward(x, hx=None, lengths=None)``: x [T,B,C,Hh,Ww]
+    (batch_first: [B,T,...]) -> y (the top layer's h at every step) and (h_n, c_n), each
+    [num_layers, B, F, Hh, Ww]. CPU tensors, float32 or float64; ``backend`` "numba" (the
+    default) or "reference". See :class:`fastrnn.conv_lstm.ConvLSTM2d` for the NumPy module.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int,
+                 num_layers: int = 1, bias: bool = True, batch_first: bool = False,
+                 device: Any = None, dtype: Any = None, *, backend: str | None = None):
+        super().__init__()
+        from .conv_lstm import ConvLSTM2d as Spec
+
+        # the NumPy module checks the arguments and knows the parameters' shapes
+        spec = Spec(in_channels, hidden_channels, kernel_size, num_layers, bias, batch_first,
+                    backend=backend)
+        self.in_channels, self.hidden_channels = spec.in_channels, spec.hidden_channels
+        self.kernel_size, self.num_layers = spec.kernel_size, spec.num_layers
+        self.bias, self.batch_first = spec.bias, spec.batch_first
+        self._backend = backends.conv(backend)
+        factory = {"device": device, "dtype": dtype}
+        for name, shape in spec.parameter_shapes():
+            self.register_parameter(name, torch.nn.Parameter(torch.empty(shape, **factory)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch.nn.Conv2d's initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+        for name, p in self.named_parameters():
+            layer = int(name.rsplit("_l", 1)[1])
+            c_in = self.in_channels if layer == 0 else self.hidden_channels
+            bound = 1.0 / math.sqrt((c_in + self.hidden_channels) * self.kernel_size ** 2)
+            torch.nn.init.uniform_(p, -bound, bound)
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.hidden_channels}, kernel_size={self.kernel_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        return s + (", batch_first=True" if self.batch_first else "")
+
+    def forward(self, x: torch.Tensor, hx: tuple | None = None, lengths: Any = None):
+        names = [name for name, _ in self.named_parameters()]
+        weights = [p for _, p in self.named_parameters()]
+        dtype = weights[0].dtype
+        if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[2] != self.in_channels:
+            layout = "(B, T, C, H, W)" if self.batch_first else "(T, B, C, H, W)"
+            raise ValueError(f"input must be a 5-d tensor {layout} with {self.in_channels} "
+                             f"channels, got {getattr(x, 'shape', type(x).__name__)}")
+        if x.device.type != "cpu" or weights[0].device.type != "cpu":
+            raise RuntimeError("fastrnn.torch.ConvLSTM2d runs on CPU tensors only (the "
+                               "ConvLSTM kernels have no CUDA version yet)")
+        if x.dtype != dtype:
+            raise ValueError(f"input must have the type {dtype}, got type {x.dtype}")
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        x = x.contiguous()
+        T, B, _, Hh, Ww = x.shape
+        shape = (self.num_layers, B, self.hidden_channels, Hh, Ww)
+        if hx is None:
+            h0 = c0 = x.new_zeros(shape)
+        else:
+            h0, c0 = hx
+            for name, s in (("h0", h0), ("c0", c0)):
+                if tuple(s.shape) != shape:
+                    raise RuntimeError(f"Expected hidden {name} size {shape}, got "
+                                       f"{tuple(s.shape)}")
+            h0, c0 = h0.contiguous(), c0.contiguous()
+        save = torch.is_grad_enabled() and (x.requires_grad or h0.requires_grad
+                                            or c0.requires_grad
+                                            or any(w.requires_grad for w in weights))
+        y, h_n, c_n = _ConvFunction.apply(self._backend, save, names, lengths, x, h0, c0,
+                                          *weights)
+        return (y.transpose(0, 1) if self.batch_first else y), (h_n, c_n)

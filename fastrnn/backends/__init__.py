@@ -13,7 +13,7 @@ import os
 from .contract import Backend, Forward, Grads, KernelContext, KernelModule
 
 __all__ = ["Backend", "Forward", "Grads", "KernelContext", "KernelModule", "available", "get",
-           "default_name", "names"]
+           "default_name", "names", "conv", "CONV_MODULES"]
 
 #: name -> module, in order of preference for the default (fastest first). "cuda" is never
 #: chosen by default: it would copy NumPy arrays to a GPU and back on every call.
@@ -86,3 +86,37 @@ def get(name: str | Backend | None = None) -> Backend:
     if not ok:
         raise ValueError(f"backend {name!r} is not available; backends:\n{_describe()}")
     return _cache[name]
+
+
+#: ConvLSTM kernels (:mod:`fastrnn.backends.conv_contract`): name -> module, in order of
+#: preference for the default: the fast kernel on Cython's loops, on Numba's, the reference.
+CONV_MODULES = {
+    "cython": "fastrnn.backends.cython_conv",
+    "numba": "fastrnn.backends.numba_cpu.convlstm",
+    "reference": "fastrnn.backends.conv_reference",
+}
+_conv_cache: dict = {}
+
+
+def conv(name: str | None = None):
+    """The ConvLSTM kernels called `name` (None: the first available of
+    :data:`CONV_MODULES`) behind the checked contract
+    (:class:`~fastrnn.backends.conv_contract.ConvBackend`), or a ValueError saying why not."""
+    from .conv_contract import ConvBackend
+
+    if name is None:
+        for candidate in CONV_MODULES:
+            try:
+                return conv(candidate)
+            except ValueError:
+                continue
+    if not isinstance(name, str) or name not in CONV_MODULES:
+        raise ValueError(f"ConvLSTM backend must be one of {list(CONV_MODULES)} (or None "
+                         f"for the fastest available), got {name!r}")
+    if name not in _conv_cache:
+        module = importlib.import_module(CONV_MODULES[name])
+        ok, why = module.available() if hasattr(module, "available") else (True, "")
+        if not ok:
+            raise ValueError(f"ConvLSTM backend {name!r} is not available: {why}")
+        _conv_cache[name] = ConvBackend(name, module)
+    return _conv_cache[name]

@@ -5,8 +5,9 @@ from .attention import Attention
 from .layers import Dropout, Embedding, LayerNorm, Linear, ReLU, Sequential, Sigmoid, Tanh
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .module import Module
-from .recurrent import Recurrent
+from .recurrent import ConvLSTM2d, Recurrent
 
-__all__ = ["Attention", "BCEWithLogitsLoss", "CrossEntropyLoss", "Dropout", "Embedding",
+__all__ = ["Attention", "BCEWithLogitsLoss", "ConvLSTM2d", "CrossEntropyLoss", "Dropout",
+           "Embedding",
            "LayerNorm", "Linear", "MSELoss", "Module", "ReLU", "Recurrent", "Sequential",
            "Sigmoid", "Tanh", "init"]

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..conv_lstm import ConvLSTM2d as ConvStack
 from ..rnn import RNNBase
 from .module import Module
 
@@ -91,4 +92,42 @@ class Recurrent(Module):
                 dh[h_shape[0] - D + d] = dy[:, d * Hout:(d + 1) * Hout]
             dx, dhx = self.stack.backward(np.zeros(y_shape, dy.dtype), dh)
         self.dhx = dhx if self._given_hx else None
+        return dx
+
+
+class ConvLSTM2d(Module):
+    """Batch-first ConvLSTM layers (:class:`fastrnn.conv_lstm.ConvLSTM2d`) as a Module: x
+    [B,T,C,Hh,Ww] -> [B,T,F,Hh,Ww] ("sequence") or the top layer's last state [B,F,Hh,Ww]
+    ("last": each sequence's own last valid step when `lengths` is given)."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int,
+                 num_layers: int = 1, *, bias: bool = True, output: str = "sequence",
+                 dtype=np.float32, backend: str | None = None, seed: int | None = None):
+        super().__init__()
+        if output not in ("sequence", "last"):
+            raise ValueError(f"output must be 'sequence' or 'last', got {output!r}")
+        self.stack = ConvStack(in_channels, hidden_channels, kernel_size, num_layers, bias,
+                               batch_first=True, dtype=dtype, backend=backend, seed=seed)
+        self.params, self.grads = self.stack.params, self.stack.grads
+        self.output = output
+        self._shape: tuple | None = None
+
+    def train(self, mode: bool = True) -> ConvLSTM2d:
+        super().train(mode)
+        self.stack.train(mode)
+        return self
+
+    def forward(self, x: np.ndarray, lengths: Any = None) -> np.ndarray:
+        y, (h_n, _) = self.stack(x, None, lengths)
+        self._shape = (y.shape, h_n.shape)
+        return y if self.output == "sequence" else h_n[-1]
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        y_shape, h_shape = self._need(self._shape, "its input")
+        if self.output == "sequence":
+            dx, _ = self.stack.backward(dy)
+        else:
+            dh = np.zeros(h_shape, dy.dtype)
+            dh[-1] = dy
+            dx, _ = self.stack.backward(np.zeros(y_shape, dy.dtype), (dh, np.zeros_like(dh)))
         return dx

@@ -159,6 +159,45 @@ def _sigmoid_overload(x):
 
 
 @inline_jit
+def lstm_row(xw, hw, c, m, gates, tanh_c, H):
+    """One row's LSTM gate pass (gates i, f, g, o; xw and hw [4H] the two halves of the
+    pre-activations, biases in xw): c [H] enters as c and leaves as c', m [H] = o * tanh(c');
+    saves the activated gates [4H] and tanh(c') [H]."""
+    for j in range(H):
+        i = sigmoid(xw[j] + hw[j])
+        f = sigmoid(xw[H + j] + hw[H + j])
+        g = tanh(xw[2 * H + j] + hw[2 * H + j])
+        o = sigmoid(xw[3 * H + j] + hw[3 * H + j])
+        c_new = f * c[j] + i * g
+        tc = tanh(c_new)
+        c[j] = c_new
+        m[j] = o * tc
+        gates[j] = i
+        gates[H + j] = f
+        gates[2 * H + j] = g
+        gates[3 * H + j] = o
+        tanh_c[j] = tc
+
+
+@inline_jit
+def lstm_row_grads(dm, gates, c_prev, tanh_c, dc, dgates, H, one):
+    """Backward of :func:`lstm_row` for one row: dm [H] reaches o * tanh(c'); dc [H] enters
+    as the gradient of c' and leaves as that of c; writes the pre-activations' dgates [4H]."""
+    for j in range(H):
+        i = gates[j]
+        f = gates[H + j]
+        g = gates[2 * H + j]
+        o = gates[3 * H + j]
+        tc = tanh_c[j]
+        dc_new = dc[j] + dm[j] * o * (one - tc * tc)
+        dgates[j] = dc_new * g * i * (one - i)
+        dgates[H + j] = dc_new * c_prev[j] * f * (one - f)
+        dgates[2 * H + j] = dc_new * i * (one - g * g)
+        dgates[3 * H + j] = dm[j] * tc * o * (one - o)
+        dc[j] = dc_new * f
+
+
+@inline_jit
 def gru_row_grads(dh, dy, t, b, gates, hw_n, h_prev, dg_in, dg_rec, direct, one):
     """GRU backward of row b at step t: the input-side and recurrent-side pre-activation
     gradients (r, z, n; the recurrent n scaled by r) and the direct path dh' * z."""

@@ -9,7 +9,7 @@ In inference the per-step buffers have one time slot that every step overwrites.
 
 import numpy as np
 
-from ._common import jit, matmul_w, matmul_wt, one_like, sigmoid, tanh
+from ._common import jit, lstm_row, lstm_row_grads, matmul_w, matmul_wt, one_like
 
 
 @jit
@@ -34,20 +34,7 @@ def forward(xw, w_hh, b_rec, w_hr, norms, h, c, active, reverse, training, relu,
             c_prev[k, :n] = c[:n]
         matmul_wt(h, w_hh, hw, n)
         for b in range(n):
-            for j in range(H):
-                i = sigmoid(xw[t, b, j] + hw[b, j])
-                f = sigmoid(xw[t, b, H + j] + hw[b, H + j])
-                g = tanh(xw[t, b, 2 * H + j] + hw[b, 2 * H + j])
-                o = sigmoid(xw[t, b, 3 * H + j] + hw[b, 3 * H + j])
-                c_new = f * c[b, j] + i * g
-                tc = tanh(c_new)
-                c[b, j] = c_new
-                m[b, j] = o * tc
-                gates[k, b, j] = i
-                gates[k, b, H + j] = f
-                gates[k, b, 2 * H + j] = g
-                gates[k, b, 3 * H + j] = o
-                tanh_c[k, b, j] = tc
+            lstm_row(xw[t, b], hw[b], c[b], m[b], gates[k, b], tanh_c[k, b], H)
         if proj:
             matmul_wt(m, w_hr, h, n)
         else:
@@ -84,16 +71,6 @@ def backward(dy, dh, dc, w_hh, w_hr, norms, active, reverse, relu, h_prev, buffe
         else:
             dm[:n] = dh_out[t, :n]
         for b in range(n):
-            for j in range(H):
-                i = gates[t, b, j]
-                f = gates[t, b, H + j]
-                g = gates[t, b, 2 * H + j]
-                o = gates[t, b, 3 * H + j]
-                tc = tanh_c[t, b, j]
-                dc_new = dc[b, j] + dm[b, j] * o * (one - tc * tc)
-                dgates[t, b, j] = dc_new * g * i * (one - i)
-                dgates[t, b, H + j] = dc_new * c_prev[t, b, j] * f * (one - f)
-                dgates[t, b, 2 * H + j] = dc_new * i * (one - g * g)
-                dgates[t, b, 3 * H + j] = dm[b, j] * tc * o * (one - o)
-                dc[b, j] = dc_new * f
+            lstm_row_grads(dm[b], gates[t, b], c_prev[t, b], tanh_c[t, b], dc[b],
+                           dgates[t, b], H, one)
         matmul_w(dgates[t], w_hh, dh, n)
