@@ -11,7 +11,7 @@ import pytest
 
 import fastrnn
 from fastrnn import backends, nn
-from fastrnn.backends import conv_reference
+from fastrnn.backends import conv_host, conv_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,10 +87,14 @@ SHAPES = [  # T, B, C, F, S, k, ragged, bias: one step, one sequence, odd sizes,
 ]
 
 
+@pytest.mark.parametrize("parts", [False, True])
 @pytest.mark.parametrize("name", FAST)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_fast_kernels_match_the_reference(name, dtype, shape):
+def test_fast_kernels_match_the_reference(name, dtype, shape, parts, monkeypatch):
+    """parts: the batch dealt into one part per core (what large calls do) even here."""
+    if parts:
+        monkeypatch.setattr(conv_host, "MIN_PART_WORK", 0)
     T, B, C, F, S, k, ragged, bias = shape
     pb = problem(T, B, C, F, S, k, ragged=ragged, bias=bias, seed=sum(shape), W=S + 1)
     want_out, want_grads = run(REF, pb)  # float64
