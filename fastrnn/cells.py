@@ -140,9 +140,9 @@ class Cell:
             params["b_hh"] = (f"bias_{rec}" + suffix, (GH,))
         if P:
             params["w_hr"] = (("weight_hy" if self.output_act else "weight_hr") + suffix, (P, H))
-        for arg, width in self.norms:
-            if arg != "b_hr" or bias:
-                params[arg] = (NORM_NAMES[arg] + suffix, (self.width(width, H, Hp),))
+        widths = dict(self.norms)
+        for arg in self.vector_args(bias):
+            params[arg] = (NORM_NAMES[arg] + suffix, (self.width(widths[arg], H, Hp),))
         return params
 
     def projected_output(self, saved: dict[str, Any], H: int) -> tuple[Any, ...]:

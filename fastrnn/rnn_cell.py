@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import backends
+from . import backends, cells
 from .rnn import KernelModule, _to_numpy, stack_spec
 
 
@@ -33,6 +33,9 @@ class RNNCellBase(KernelModule):
     def __init__(self, cell: str, input_size: int, hidden_size: int, bias: bool = True, *,
                  dtype: Any = np.float32, backend: str | None = None,
                  seed: int | None = None):
+        if cells.get(cell).output_act:
+            raise ValueError(f"{cells.get(cell).name} has no single-step cell module: its step "
+                             "needs the output layer; use fastrnn.JordanRNN(...).step()")
         self.spec = stack_spec(cell, input_size, hidden_size, 1, bias)
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):

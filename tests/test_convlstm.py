@@ -240,6 +240,18 @@ def test_model_api_layer_learns_with_fit():
         opt.step()
         opt_head.step()
     assert losses[-1] < 0.7 * losses[0]
+    lean = nn.ConvLSTM2d(1, 4, 3, output="last", input_grad=False, seed=0)
+    lean(x)
+    assert lean.backward(np.ones((4, 4, 6, 6), np.float32)) is None
+    for key in lean.grads:  # the same weight gradients as with dx
+        np.testing.assert_allclose(lean.grads[key], _grads_with_dx(x)[key], rtol=1e-5)
+
+
+def _grads_with_dx(x):
+    full = nn.ConvLSTM2d(1, 4, 3, output="last", seed=0)
+    full(x)
+    assert full.backward(np.ones((4, 4, 6, 6), np.float32)).shape == x.shape
+    return full.grads
 
 
 def test_torch_module_equals_the_per_step_torch_composition():

@@ -135,6 +135,8 @@ def test_model_api_layer():
      r"output_nonlinearity must be one of \('identity', 'tanh', 'sigmoid'\)"),
     (lambda: fastrnn.RNNBase("rnn_tanh", 3, 8, proj_size=2), ValueError,
      "proj_size is only supported by LSTM"),
+    (lambda: fastrnn.RNNCellBase("jordan", 3, 8), ValueError,
+     r"jordan_tanh_identity has no single-step cell module.*JordanRNN\(\.\.\.\)\.step\(\)"),
 ])
 def test_bad_arguments_name_themselves(make, error, message):
     with pytest.raises(error, match=message):
