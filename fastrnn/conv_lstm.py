@@ -2,15 +2,18 @@
 
 A stack of ConvLSTM layers whose products are "same"-padded 2-D convolutions (stride 1, k
 odd): per step and layer, z = conv(cat(x_t, h), weight) + bias, gates i, f, g, o (PyTorch's
-order), c' = f * c + i * g, h' = o * tanh(c'). The kernels are
-:mod:`fastrnn.backends.conv_reference` (NumPy) and the fast CPU kernel
-:mod:`fastrnn.backends.numba_cpu.convlstm`, reached through :func:`fastrnn.backends.conv`.
-Like the recurrent modules, a forward's tape belongs to the thread that ran it.
+order), c' = f * c + i * g, h' = o * tanh(c'). The kernels (:func:`fastrnn.backends.conv`):
+the NumPy reference :mod:`fastrnn.backends.conv_reference` and the fast CPU kernel
+(:mod:`fastrnn.backends.conv_host` on Cython's or Numba's loops). :func:`stack_forward` /
+:func:`stack_backward` compose the layers statelessly (the torch module uses them too); like
+the recurrent modules, a forward's tape belongs to the thread that ran it.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,51 +24,101 @@ from .rnn import KernelModule, _positive_int, _to_numpy
 from .stack import TapeStore
 
 
+@dataclass(frozen=True)
+class ConvSpec:
+    """What a ConvLSTM stack is (checked by :func:`conv_spec`)."""
+
+    in_channels: int
+    hidden_channels: int
+    kernel_size: int
+    num_layers: int = 1
+    bias: bool = True
+    batch_first: bool = False
+
+    def parameter_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) of every parameter, layer by layer: ``weight_l{l}`` [4F, C_l + F, k,
+        k] and ``bias_l{l}`` [4F]; C_0 = in_channels, C_l = F above."""
+        F, k = self.hidden_channels, self.kernel_size
+        shapes = []
+        for layer in range(self.num_layers):
+            shapes.append((f"weight_l{layer}", (4 * F, self._layer_input(layer) + F, k, k)))
+            if self.bias:
+                shapes.append((f"bias_l{layer}", (4 * F,)))
+        return shapes
+
+    def init_bound(self, name: str) -> float:
+        """torch.nn.Conv2d's initialisation of parameter `name`: U(-b, b), b = 1 /
+        sqrt(fan_in), fan_in = (C_l + F) k^2."""
+        layer = int(name.rsplit("_l", 1)[1])
+        fan_in = (self._layer_input(layer) + self.hidden_channels) * self.kernel_size ** 2
+        return 1.0 / math.sqrt(fan_in)
+
+    def _layer_input(self, layer: int) -> int:
+        return self.in_channels if layer == 0 else self.hidden_channels
+
+
+def conv_spec(in_channels: int, hidden_channels: int, kernel_size: int | tuple[int, int],
+              num_layers: int = 1, bias: bool = True, batch_first: bool = False) -> ConvSpec:
+    """A checked :class:`ConvSpec`, or a clear error naming the argument."""
+    k = kernel_size
+    if isinstance(k, (tuple, list)) and len(k) == 2 and k[0] == k[1]:
+        k = k[0]
+    k = _positive_int(k, "kernel_size")
+    if k % 2 == 0:
+        raise ValueError(f"kernel_size must be odd ('same' padding k // 2 keeps the frame "
+                         f"size only for odd k), got {kernel_size!r}")
+    return ConvSpec(_positive_int(in_channels, "in_channels"),
+                    _positive_int(hidden_channels, "hidden_channels"), k,
+                    _positive_int(num_layers, "num_layers"), check_flag(bias, "bias"),
+                    check_flag(batch_first, "batch_first"))
+
+
 class ConvLSTM2d(KernelModule):
     """ConvLSTM layers over frame sequences.
 
-    Arguments: in_channels C, hidden_channels F, kernel_size k (odd int), num_layers, bias,
+    Arguments: in_channels C, hidden_channels F, kernel_size k (odd), num_layers, bias,
     batch_first (x [B,T,C,Hh,Ww] instead of [T,B,C,Hh,Ww]); keyword-only dtype, backend
-    ("numba", the default, or "reference") and seed.
+    (None: the fastest available of "cython", "numba"; or "reference") and seed.
 
-    Parameters per layer l: ``weight_l{l}`` [4F, C_l + F, k, k] (the weight of a
-    torch.nn.Conv2d(C_l + F, 4F, k, padding=k // 2) applied to cat(x, h), so a per-step torch
-    module's weights load as they are) and ``bias_l{l}`` [4F]; C_0 = C, C_l = F above. Both
-    start as torch.nn.Conv2d's: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = (C_l + F) k^2.
+    Parameters per layer l (:meth:`ConvSpec.parameter_shapes`): ``weight_l{l}`` [4F, C_l + F,
+    k, k] (the weight of a torch.nn.Conv2d(C_l + F, 4F, k, padding=k // 2) applied to cat(x,
+    h), so a per-step torch module's weights load as they are) and ``bias_l{l}`` [4F], both
+    initialised as torch.nn.Conv2d's.
 
     ``forward(x, hx=None, lengths=None)`` returns y (the top layer's h at every step, [T,B,F,
     Hh,Ww] or batch first) and (h_n, c_n), each [num_layers, B, F, Hh, Ww]; hx = (h0, c0) of
     that shape (None: zeros). ``lengths`` [B]: sequence b runs steps [0, lengths[b]); its
-    state stops there and its output is 0 beyond. ``backward(dy, dstates=None)`` returns dx
-    and (dh0, dc0), and adds the parameters' gradients to ``grads``.
+    state stops there and its output is 0 beyond. ``backward(dy, dstates=None,
+    input_grad=True)`` returns dx and (dh0, dc0), and adds the parameters' gradients to
+    ``grads``.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int,
                  num_layers: int = 1, bias: bool = True, batch_first: bool = False, *,
                  dtype: Any = np.float32, backend: str | None = None, seed: int | None = None):
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.hidden_channels = _positive_int(hidden_channels, "hidden_channels")
-        k = kernel_size
-        if isinstance(k, (tuple, list)) and len(k) == 2 and k[0] == k[1]:
-            k = k[0]
-        self.kernel_size = _positive_int(k, "kernel_size")
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd ('same' padding k // 2 keeps the frame "
-                             f"size only for odd k), got {kernel_size!r}")
-        self.num_layers = _positive_int(num_layers, "num_layers")
-        self.bias = check_flag(bias, "bias")
-        self.batch_first = check_flag(batch_first, "batch_first")
+        self.spec = conv_spec(in_channels, hidden_channels, kernel_size, num_layers, bias,
+                              batch_first)
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.backend = backend
         self.training = True
-        self._rng = np.random.default_rng(seed)
-        self.params: dict[str, np.ndarray] = {}
-        self._init_parameters()
+        rng = np.random.default_rng(seed)
+        self.params = {}
+        for name, shape in self.spec.parameter_shapes():
+            bound = self.spec.init_bound(name)
+            self.params[name] = rng.uniform(-bound, bound, shape).astype(self.dtype)
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
         self._tapes = TapeStore()
         self._grads_lock = threading.Lock()
+
+    # the constructor's arguments, read from the spec
+    in_channels = property(lambda self: self.spec.in_channels)
+    hidden_channels = property(lambda self: self.spec.hidden_channels)
+    kernel_size = property(lambda self: self.spec.kernel_size)
+    num_layers = property(lambda self: self.spec.num_layers)
+    bias = property(lambda self: self.spec.bias)
+    batch_first = property(lambda self: self.spec.batch_first)
 
     @property
     def backend(self) -> str:
@@ -74,24 +127,6 @@ class ConvLSTM2d(KernelModule):
     @backend.setter
     def backend(self, name: str | None) -> None:
         self._backend = backends.conv(name)
-
-    def parameter_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        """(name, shape) of every parameter, layer by layer."""
-        F, k = self.hidden_channels, self.kernel_size
-        shapes = []
-        for layer in range(self.num_layers):
-            c_in = self.in_channels if layer == 0 else F
-            shapes.append((f"weight_l{layer}", (4 * F, c_in + F, k, k)))
-            if self.bias:
-                shapes.append((f"bias_l{layer}", (4 * F,)))
-        return shapes
-
-    def _init_parameters(self) -> None:
-        for name, shape in self.parameter_shapes():
-            layer = int(name.rsplit("_l", 1)[1])
-            c_in = self.in_channels if layer == 0 else self.hidden_channels
-            bound = 1.0 / np.sqrt((c_in + self.hidden_channels) * self.kernel_size ** 2)
-            self.params[name] = self._rng.uniform(-bound, bound, shape).astype(self.dtype)
 
     def __repr__(self) -> str:
         args = [str(self.in_channels), str(self.hidden_channels), str(self.kernel_size)]

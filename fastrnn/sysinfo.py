@@ -67,6 +67,9 @@ def collect() -> dict[str, Any]:
         "backends": {name: {"available": ok, "detail": why}
                      for name, (ok, why) in backends.available().items()},
         "default_backend": backends.default_name(),
+        "conv_backends": {name: {"available": ok, "detail": why}
+                          for name, (ok, why) in backends.conv_available().items()},
+        "default_conv_backend": backends.conv().name,
         "blas": blas_info(),
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS",
                                                "OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
@@ -83,6 +86,10 @@ def format_report(info: dict[str, Any]) -> str:
     lines += [f"  {name:<14} {version}" for name, version in info["packages"].items()]
     lines += ["", f"backends (default: {info['default_backend']}):"]
     for name, b in info["backends"].items():
+        state = "available" if b["available"] else "not available"
+        lines.append(f"  {name:<10} {state:<14} {b['detail']}")
+    lines += ["", f"ConvLSTM kernels (default: {info['default_conv_backend']}):"]
+    for name, b in info["conv_backends"].items():
         state = "available" if b["available"] else "not available"
         lines.append(f"  {name:<10} {state:<14} {b['detail']}")
     lines += ["", "BLAS / thread pools:"]

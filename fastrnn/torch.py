@@ -735,19 +735,19 @@ class ConvLSTM2d(torch.nn.Module):
     o) and holds the same weights: ``weight_l{l}`` [4F, C_l + F, k, k] and ``bias_l{l}`` [4F],
     initialised as torch.nn.Conv2d's. ``forward(x, hx=None, lengths=None)``: x [T,B,C,Hh,Ww]
     (batch_first: [B,T,...]) -> y (the top layer's h at every step) and (h_n, c_n), each
-    [num_layers, B, F, Hh, Ww]. CPU tensors, float32 or float64; ``backend`` "numba" (the
-    default) or "reference". See :class:`fastrnn.conv_lstm.ConvLSTM2d` for the NumPy module.
+    [num_layers, B, F, Hh, Ww]. CPU tensors, float32 or float64; ``backend`` None (the
+    fastest available), "cython", "numba" or "reference". See
+    :class:`fastrnn.conv_lstm.ConvLSTM2d` for the NumPy module.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int,
                  num_layers: int = 1, bias: bool = True, batch_first: bool = False,
                  device: Any = None, dtype: Any = None, *, backend: str | None = None):
         super().__init__()
-        from .conv_lstm import ConvLSTM2d as Spec
+        from .conv_lstm import conv_spec
 
-        # the NumPy module checks the arguments and knows the parameters' shapes
-        spec = Spec(in_channels, hidden_channels, kernel_size, num_layers, bias, batch_first,
-                    backend=backend)
+        self._spec = spec = conv_spec(in_channels, hidden_channels, kernel_size, num_layers,
+                                      bias, batch_first)
         self.in_channels, self.hidden_channels = spec.in_channels, spec.hidden_channels
         self.kernel_size, self.num_layers = spec.kernel_size, spec.num_layers
         self.bias, self.batch_first = spec.bias, spec.batch_first
@@ -760,9 +760,7 @@ class ConvLSTM2d(torch.nn.Module):
     def reset_parameters(self) -> None:
         """torch.nn.Conv2d's initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
         for name, p in self.named_parameters():
-            layer = int(name.rsplit("_l", 1)[1])
-            c_in = self.in_channels if layer == 0 else self.hidden_channels
-            bound = 1.0 / math.sqrt((c_in + self.hidden_channels) * self.kernel_size ** 2)
+            bound = self._spec.init_bound(name)
             torch.nn.init.uniform_(p, -bound, bound)
 
     def extra_repr(self) -> str:

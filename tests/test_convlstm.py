@@ -309,3 +309,15 @@ def test_example_beats_copying_the_last_frame():
     spec.loader.exec_module(example)
     result = example.run(quick=True, log=None)
     assert result["improvement"] >= example.QUICK_BAR, result
+
+
+def test_registry_picks_the_fastest_available_and_info_names_it():
+    from fastrnn.sysinfo import collect, format_report
+
+    status = backends.conv_available()
+    assert list(status) == list(backends.CONV_MODULES) and status["reference"][0]
+    first = next(name for name, (ok, _) in status.items() if ok)
+    assert backends.conv().name == first == fastrnn.ConvLSTM2d(1, 2, 3).backend
+    info = collect()
+    assert info["default_conv_backend"] == first
+    assert f"ConvLSTM kernels (default: {first})" in format_report(info)

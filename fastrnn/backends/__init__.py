@@ -13,7 +13,7 @@ import os
 from .contract import Backend, Forward, Grads, KernelContext, KernelModule
 
 __all__ = ["Backend", "Forward", "Grads", "KernelContext", "KernelModule", "available", "get",
-           "default_name", "names", "conv", "CONV_MODULES"]
+           "default_name", "names", "conv", "conv_available", "CONV_MODULES"]
 
 #: name -> module, in order of preference for the default (fastest first). "cuda" is never
 #: chosen by default: it would copy NumPy arrays to a GPU and back on every call.
@@ -98,6 +98,18 @@ CONV_MODULES = {
 _conv_cache: dict = {}
 
 
+def conv_available() -> dict[str, tuple[bool, str]]:
+    """{name: (ok, reason)} for every ConvLSTM kernel (``fastrnn info`` prints it)."""
+    status = {}
+    for name, path in CONV_MODULES.items():
+        try:
+            ok, why = importlib.import_module(path).available()
+        except Exception as exc:  # a missing dependency or a broken build: report, don't die
+            ok, why = False, f"{type(exc).__name__}: {exc}"
+        status[name] = (bool(ok), str(why))
+    return status
+
+
 def conv(name: str | None = None):
     """The ConvLSTM kernels called `name` (None: the first available of
     :data:`CONV_MODULES`) behind the checked contract
@@ -105,18 +117,13 @@ def conv(name: str | None = None):
     from .conv_contract import ConvBackend
 
     if name is None:
-        for candidate in CONV_MODULES:
-            try:
-                return conv(candidate)
-            except ValueError:
-                continue
+        name = next((n for n, (ok, _) in conv_available().items() if ok), "reference")
     if not isinstance(name, str) or name not in CONV_MODULES:
         raise ValueError(f"ConvLSTM backend must be one of {list(CONV_MODULES)} (or None "
                          f"for the fastest available), got {name!r}")
     if name not in _conv_cache:
-        module = importlib.import_module(CONV_MODULES[name])
-        ok, why = module.available() if hasattr(module, "available") else (True, "")
+        ok, why = conv_available()[name]
         if not ok:
             raise ValueError(f"ConvLSTM backend {name!r} is not available: {why}")
-        _conv_cache[name] = ConvBackend(name, module)
+        _conv_cache[name] = ConvBackend(name, importlib.import_module(CONV_MODULES[name]))
     return _conv_cache[name]
