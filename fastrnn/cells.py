@@ -76,6 +76,9 @@ class Cell:
     #: loop), and the Jordan cells' output bias "b_hr"; the time loops get them in this order
     #: (after ln_ih)
     norms: tuple[tuple[str, int | str], ...] = ()
+    #: the entries of ``norms`` that are biases: present only when the layer has biases,
+    #: initialised as the other biases are (the Jordan cells' output bias "b_hr")
+    bias_norms: tuple[str, ...] = ()
     #: the LayerNorms inside the time loop (see :class:`NormSite`)
     norm_sites: tuple[NormSite, ...] = ()
     #: gradient buffers the backward loop writes besides dg_in / dg_rec: (name, width in H);
@@ -84,16 +87,16 @@ class Cell:
     loop_grads: tuple[tuple[str, int], ...] = ()
 
     def initial_norm(self, arg: str) -> float | None:
-        """A LayerNorm parameter's initial value: 0 for a shift, 1 for a gain; None for a
-        vector that is not a LayerNorm's (Jordan's b_hr starts as the other biases do)."""
-        if arg == "b_hr":
+        """A LayerNorm parameter's initial value: 0 for a shift, 1 for a gain; None for one of
+        ``bias_norms`` (it starts as the other biases do)."""
+        if arg in self.bias_norms:
             return None
         return 0.0 if any(site.shift == arg for site in self.norm_sites) else 1.0
 
     def vector_args(self, bias: bool) -> tuple[str, ...]:
-        """The kernel arguments of ``norms`` a layer has (a Jordan cell's b_hr only with a
-        bias)."""
-        return tuple(arg for arg, _ in self.norms if arg != "b_hr" or bias)
+        """The kernel arguments of ``norms`` a layer has (those of ``bias_norms`` only with
+        biases)."""
+        return tuple(arg for arg, _ in self.norms if bias or arg not in self.bias_norms)
 
     @property
     def input_norm(self) -> bool:
@@ -165,7 +168,8 @@ def _jordan(relu: bool, output_act: str) -> Cell:
     name = f"jordan_{act}_{output_act}"
     return Cell(name, "jordan", 1, ("h",), (("hidden", 1), ("y_out", "out")), "JordanRNN",
                 (("nonlinearity", act), ("output_nonlinearity", output_act)), name.upper(),
-                relu=relu, projection=True, output_act=output_act, norms=(("b_hr", "out"),))
+                relu=relu, projection=True, output_act=output_act, norms=(("b_hr", "out"),),
+                bias_norms=("b_hr",))
 
 
 #: the Jordan cells' output activations, in the order of their code (:attr:`Cell.act_code`)

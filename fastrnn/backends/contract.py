@@ -354,13 +354,14 @@ class Backend:
     @staticmethod
     def _norms(cell: Cell, norms: Any, H: int, Hp: int, bias: bool, dtype: np.dtype,
                dev: bool) -> tuple:
-        """`norms` checked against ``cell.norms`` (a Jordan cell's b_hr only with a bias): a
+        """`norms` checked against ``cell.norms`` (``cell.bias_norms`` only with biases): a
         tuple of arrays of their widths."""
         expected = cell.vector_args(bias)
         if not expected:
-            if norms and cell.norms:  # a Jordan cell without biases
+            if norms and cell.norms:  # every entry is a bias, and the layer has none
                 raise ValueError(f"norms must be empty for {cell.name} without biases "
-                                 "(b_ih = b_hh = None): its only entry is the output bias")
+                                 f"(b_ih = b_hh = None): its entries "
+                                 f"({', '.join(cell.bias_norms)}) are biases")
             if norms:
                 raise ValueError(f"norms (a cell's own vectors: LayerNorm gains, the Jordan "
                                  f"output bias) are not defined for {cell.name}; cells with "
