@@ -106,6 +106,55 @@ def test_tape_rules():
     assert dx.shape == (3,) and dh.shape == (4,)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["LSTMCell", "LayerNormGRUCell"])
+def test_deferred_weight_gradients_are_there_whenever_grads_are_read(kind, backend):
+    """The CPU backends defer a step's weight gradients (rnn_cell's docstring); ``grads`` holds
+    every finished backward's all the same: read between backward calls, after zero_grad
+    (which drops what was deferred), at reset_tape, and across a switch of backend (a step
+    recorded before it runs backward on its own backend). The reference backend, which
+    defers nothing, runs the same calls."""
+    B, I, H = 3, 4, 5
+    rng = np.random.default_rng(3)
+    xs = rng.standard_normal((6, B, I))
+    dhs = rng.standard_normal((6, B, H))
+    cells = [make_cell(kind, I, H, name) for name in (backend, "reference")]
+
+    def steps(cell, n):
+        state = None
+        for t in range(n):
+            state = cell(xs[t], state)
+
+    def back(cell, t):
+        return cell.backward(dhs[t], dhs[t] if kind == "LSTMCell" else None)
+
+    def same():
+        for name, g in cells[1].grads.items():
+            np.testing.assert_allclose(cells[0].grads[name], g, rtol=1e-10, atol=1e-12,
+                                       err_msg=name)
+        assert any(np.any(g != 0) for g in cells[0].grads.values())
+
+    for cell in cells:
+        steps(cell, 4)
+        back(cell, 3)
+        back(cell, 2)
+    same()  # two of four steps done: read between backward calls
+    for cell in cells:
+        cell.zero_grad()
+        back(cell, 1)
+        cell.reset_tape()
+    same()  # only the step after zero_grad
+    for cell in cells:
+        steps(cell, 3)
+        back(cell, 2)
+    cells[0].backend = "reference"
+    same()
+    for cell in cells:
+        back(cell, 1)
+        back(cell, 0)  # the tape runs empty
+    same()
+
+
 def test_bad_input_gets_clear_errors():
     cell = fastrnn.LSTMCell(3, 4, dtype=np.float64)
     for args, error, message in [

@@ -29,8 +29,20 @@ class Forward(NamedTuple):
     ctx: KernelContext | None
 
 
+class WeightRows(NamedTuple):
+    """A weight's gradient left as its factors, a^T @ b (a [R,M], b [R,N]): what
+    :meth:`Backend.step_backward` returns for dw_ih and dw_hh when asked to defer them, so
+    that the steps of a decoder add theirs up in one product (:meth:`Backend.row_products`)
+    instead of one thin product and one pass over the whole gradient per step."""
+
+    a: np.ndarray
+    b: np.ndarray
+
+
 class Grads(NamedTuple):
-    """Result of :meth:`Backend.backward`; entries a cell or configuration lacks are None."""
+    """Result of :meth:`Backend.backward`; entries a cell or configuration lacks are None
+    (:meth:`Backend.step_backward` with ``defer_weights``: dw_ih, dw_hh may be
+    :class:`WeightRows`)."""
 
     dx: np.ndarray
     dh0: np.ndarray
@@ -68,7 +80,8 @@ class KernelModule(Protocol):
     [B,H] for c); w_hr is None without projection, lengths None for a dense batch; ``norms``
     the LayerNorm cells' gains and shifts in ``cell.norms`` order (empty for other cells).
     A module without every cell says which it runs with ``supports(cell) -> bool``; a host
-    module may offer a lean single step, ``step_forward`` / ``step_backward`` (the driver's).
+    module may offer a lean single step, ``step_forward`` / ``step_backward`` and
+    ``row_products`` (the driver's).
     Optional module attributes: ``RELEASES_GIL`` (calls may run on several threads at once),
     ``DEVICE_ARRAYS`` (GPU arrays are taken without a copy) and ``READS_READ_ONLY`` (False:
     read-only arrays are copied before they reach the module).
@@ -339,17 +352,28 @@ class Backend:
                            training=training)
         return [s for s in (out.h_n, out.c_n) if s is not None], out.ctx
 
-    def step_backward(self, cell: Cell, dh: Any, dc: Any, ctx: Any) -> Grads:
+    def step_backward(self, cell: Cell, dh: Any, dc: Any, ctx: Any,
+                      defer_weights: bool = False) -> Grads:
         """Backward of :meth:`step_forward` from dh [B,H] (and dc [B,H] or None): Grads with
-        dx [B,I]."""
+        dx [B,I]. With `defer_weights`, a host backend returns dw_ih and dw_hh as
+        :class:`WeightRows` (their factors, owned by the caller) for :meth:`row_products`;
+        other backends return arrays all the same."""
         if isinstance(ctx, KernelContext):
             g = self.backward(dh[None], None, dc, ctx)
             return g._replace(dx=g.dx[0])
         dh, dc = self._writable(dh, dc)
         dx, dstates, dw_ih, dw_hh, db_ih, db_hh, dnorms = self.module.step_backward(
-            cell, dh, dc, ctx)
+            cell, dh, dc, ctx, defer_weights)
         dc0 = dstates[1] if len(dstates) > 1 else None
         return Grads(dx, dstates[0], dc0, dw_ih, dw_hh, db_ih, db_hh, None, tuple(dnorms))
+
+    def row_products(self, rows: list[WeightRows]) -> np.ndarray:
+        """The sum of a^T @ b over `rows` (deferred gradients of one weight, one dtype) as
+        one product of all their rows, on this backend's BLAS: [M,N]. Only a module with
+        ``step_backward`` returns such rows, and it has ``row_products``."""
+        a = np.concatenate([r.a for r in rows]) if len(rows) > 1 else rows[0].a
+        b = np.concatenate([r.b for r in rows]) if len(rows) > 1 else rows[0].b
+        return self.module.row_products(a, b)
 
     @staticmethod
     def _norms(cell: Cell, norms: Any, H: int, Hp: int, bias: bool, dtype: np.dtype,

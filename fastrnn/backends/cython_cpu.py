@@ -68,3 +68,4 @@ if _missing is None:
                     min_part_work=MIN_PART_WORK)
     forward, backward, supports = driver.forward, driver.backward, driver.supports
     step_forward, step_backward = driver.step_forward, driver.step_backward
+    row_products = driver.row_products

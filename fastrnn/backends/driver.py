@@ -51,6 +51,7 @@ import numpy as np
 
 from .. import parallel
 from ..cells import Cell
+from .contract import WeightRows
 from .ragged import BatchPlan
 
 
@@ -247,11 +248,13 @@ class Driver:
         return xw, hat, rstd
 
     def _param_grads(self, cell: Cell, saved: _Saved, part: _Part, dg_in, dg_rec, dh_out,
-                     grads: tuple):
+                     grads: tuple, defer_weights: bool = False):
         """One part's dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr (None without a projection) and
         the gradients of the LayerNorm gains and shifts (a tuple, in ``cell.norms`` order):
         whole-sequence GEMMs over the (step, row) pairs the sequences own, so padding costs
-        nothing here (and buffers are read only where the loops wrote them)."""
+        nothing here (and buffers are read only where the loops wrote them).
+        `defer_weights` (one step): dw_ih and dw_hh as their factors
+        (:class:`~fastrnn.backends.contract.WeightRows`, the input copied: the caller's)."""
         P = self.products
         T, B, I = part.x.shape
         rows = _valid_rows(part.active, B) if P.splits_batch else None
@@ -283,8 +286,13 @@ class Driver:
             dx = np.zeros((T * B, I), dg_in.dtype)
             dx[rows] = dx_own[0]
             dx = dx.reshape(T, B, I)
-        dw_ih = P.matmul_tn(g_proj, own(part.x))
-        dw_hh = P.matmul_tn(named.get("d_hw", g_rec), own(part.h_prev))
+        g_hw = named.get("d_hw", g_rec)
+        if defer_weights:
+            dw_ih = WeightRows(g_proj[0], np.array(part.x[0]))
+            dw_hh = WeightRows(g_hw[0], part.h_prev[0])
+        else:
+            dw_ih = P.matmul_tn(g_proj, own(part.x))
+            dw_hh = P.matmul_tn(g_hw, own(part.h_prev))
         db_ih = db_hh = None
         if saved.has_bias:
             db_ih = P.column_sums(g_in)
@@ -404,17 +412,24 @@ class Driver:
         return own, _Saved(None, [part], True, w_ih, w_hh, None, norms, b_ih is not None,
                            False)
 
-    def step_backward(self, cell: Cell, dh, dc, saved: _Saved) -> tuple:
+    def step_backward(self, cell: Cell, dh, dc, saved: _Saved,
+                      defer_weights: bool = False) -> tuple:
         """Backward of :meth:`step_forward` from dh [B,Hp] (and dc [B,H] or None) reaching
         its new state: dx [B,I], the states' gradients (a list), and dw_ih, dw_hh, db_ih,
-        db_hh, the norms' gradients as in :meth:`backward`."""
+        db_hh, the norms' gradients as in :meth:`backward` (`defer_weights`: dw_ih and dw_hh
+        as :class:`~fastrnn.backends.contract.WeightRows`, for :meth:`row_products`)."""
         x = saved.parts[0].x
         if 1 < x.shape[1] <= self.products.blas_free_rows:  # (one row's products are gemv)
-            return self._step_backward(cell, dh, dc, saved)
+            return self._step_backward(cell, dh, dc, saved, defer_weights)
         work = 2 * x.shape[1] * saved.w_hh.shape[0] * (x.shape[2] + saved.w_hh.shape[1])
-        return self._alone(lambda: self._step_backward(cell, dh, dc, saved), work)
+        return self._alone(lambda: self._step_backward(cell, dh, dc, saved, defer_weights),
+                           work)
 
-    def _step_backward(self, cell: Cell, dh, dc, saved: _Saved) -> tuple:
+    def row_products(self, a, b):
+        """a [R,M]^T @ b [R,N] (the deferred weight gradients of a decoder's steps)."""
+        return self.products.matmul_tn(a[None], b[None])
+
+    def _step_backward(self, cell: Cell, dh, dc, saved: _Saved, defer_weights: bool) -> tuple:
         P = self.products
         part = saved.parts[0]
         B = part.x.shape[1]
@@ -434,7 +449,7 @@ class Driver:
             saved.w_hh, P.absent(dtype, 2), saved.norms[1:], part.steps, False, cell.act_code,
             part.h_prev, part.buffers, dg_in, dg_rec, dh_out, grads)
         dx, dw_ih, dw_hh, db_ih, db_hh, _, dnorms = self._param_grads(
-            cell, saved, part, dg_in, dg_rec, dh_out, grads)
+            cell, saved, part, dg_in, dg_rec, dh_out, grads, defer_weights)
         return dx[0], own, dw_ih, dw_hh, db_ih, db_hh, dnorms
 
     def _all_rows(self, B: int) -> np.ndarray:

@@ -31,3 +31,4 @@ driver = Driver(
 )
 forward, backward, supports = driver.forward, driver.backward, driver.supports
 step_forward, step_backward = driver.step_forward, driver.step_backward
+row_products = driver.row_products
