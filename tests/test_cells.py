@@ -155,6 +155,35 @@ def test_deferred_weight_gradients_are_there_whenever_grads_are_read(kind, backe
     same()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_threads_sharing_a_cell_add_up_their_decoders(backend):
+    """Four threads run the same decoder on one cell at once (each its own tape; the deferred
+    gradients shared): grads = 4 x one decoder's."""
+    T, B, I, H = 6, 2, 3, 4
+    rng = np.random.default_rng(5)
+    xs, dys = rng.standard_normal((T, B, I)), rng.standard_normal((T, B, H))
+    cell = make_cell("LSTMCell", I, H, backend)
+
+    def decoder():
+        state = None
+        for t in range(T):
+            state = cell(xs[t], state)
+        dh = dc = np.zeros((B, H))
+        for t in reversed(range(T)):
+            _, (dh, dc) = cell.backward(dh + dys[t], dc)
+
+    decoder()
+    once = {name: g.copy() for name, g in cell.grads.items()}
+    cell.zero_grad()
+    threads = [threading.Thread(target=decoder) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, g in cell.grads.items():
+        np.testing.assert_allclose(g, 4 * once[name], rtol=1e-10, atol=1e-12, err_msg=name)
+
+
 def test_bad_input_gets_clear_errors():
     cell = fastrnn.LSTMCell(3, 4, dtype=np.float64)
     for args, error, message in [
