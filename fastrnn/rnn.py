@@ -23,6 +23,8 @@ State = np.ndarray | tuple[np.ndarray, np.ndarray]
 
 def _to_numpy(value: Any) -> np.ndarray:
     """np.asarray that also takes torch tensors (detached, moved to the CPU)."""
+    if type(value) is np.ndarray:  # the common case, first: a cell's step pays every check
+        return value
     if hasattr(value, "detach") and hasattr(value, "cpu"):
         value = value.detach().cpu().numpy()
     return np.asarray(value)

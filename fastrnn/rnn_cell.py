@@ -53,6 +53,11 @@ class RNNCellBase(KernelModule):
         #: kernel argument -> parameter name (the layer's without its "_l0")
         self._names = {arg: name.removesuffix("_l0")
                        for arg, (name, _) in self.spec.layer_parameters(0, 0).items()}
+        self._cell = self.spec.cell
+        #: (parameter name, its field of Grads or its index in Grads.dnorms): read per step
+        norm_args = [arg for arg, _ in self._cell.norms]
+        self._grad_fields = [(name, norm_args.index(arg) if arg in norm_args else "d" + arg)
+                             for arg, name in self._names.items()]
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(hidden_size)
         norms = {arg: self.spec.cell.initial_norm(arg) for arg, _ in self.spec.cell.norms}
@@ -130,10 +135,10 @@ class RNNCellBase(KernelModule):
 
     def _states(self, hx: Any, B: int, unbatched: bool, prefix: str = "") -> list:
         """The cell's states as [B,H] arrays from hx (None: zeros)."""
-        names = self.spec.cell.states
-        shape = (self.hidden_size,) if unbatched else (B, self.hidden_size)
+        names, H = self._cell.states, self.spec.hidden_size
+        shape = (H,) if unbatched else (B, H)
         if hx is None:
-            return [np.zeros((B, self.hidden_size), self.dtype) for _ in names]
+            return [np.zeros((B, H), self.dtype) for _ in names]
         if len(names) > 1:
             if not isinstance(hx, (tuple, list)) or len(hx) != len(names):
                 raise ValueError(f"{prefix}hx for {type(self).__name__} must be a tuple "
@@ -142,7 +147,7 @@ class RNNCellBase(KernelModule):
             raise ValueError(f"{prefix}hx for {type(self).__name__} must be one array")
         else:
             hx = (hx,)
-        return [self._array(v, prefix + n, shape).reshape(B, self.hidden_size)
+        return [self._array(v, prefix + n, shape).reshape(B, H)
                 for v, n in zip(hx, names, strict=True)]
 
     def __call__(self, x: Any, hx: Any = None):
@@ -157,14 +162,13 @@ class RNNCellBase(KernelModule):
             raise ValueError(f"x must be 2-d (B, input_size) or 1-d unbatched, got shape "
                              f"{x.shape}")
         unbatched = x.ndim == 1
-        B = 1 if unbatched else x.shape[0]
-        x = self._array(x, "x", (self.input_size,) if unbatched else (B, self.input_size))
+        B, I, cell = 1 if unbatched else x.shape[0], self.spec.input_size, self._cell
+        x = self._array(x, "x", (I,) if unbatched else (B, I))
         states = self._states(hx, B, unbatched)
         p = {arg: self.params[name] for arg, name in self._names.items()}
         new, ctx = self._backend.step_forward(
-            self.spec.cell, x.reshape(B, self.input_size), p["w_ih"], p["w_hh"], p.get("b_ih"),
-            p.get("b_hh"), tuple(states), tuple(p[arg] for arg, _ in self.spec.cell.norms),
-            self.training)
+            cell, x.reshape(B, I), p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"),
+            tuple(states), tuple(p[arg] for arg, _ in cell.norms), self.training)
         if self.training:  # the step's backward runs on the backend its forward ran on
             self._tape().append((ctx, unbatched, B, self._backend))
         new = [s[0] if unbatched else s for s in new]
@@ -180,18 +184,19 @@ class RNNCellBase(KernelModule):
                                "backward needs its own forward in training mode, on this "
                                "thread (backward runs the steps newest first)")
         ctx, unbatched, B, backend = tape[-1]
-        shape = (self.hidden_size,) if unbatched else (B, self.hidden_size)
-        dh = self._array(dh, "dh", shape).reshape(B, self.hidden_size)
+        H = self.spec.hidden_size
+        shape = (H,) if unbatched else (B, H)
+        dh = self._array(dh, "dh", shape).reshape(B, H)
         if dc is not None:
-            if "c" not in self.spec.cell.states:
+            if "c" not in self._cell.states:
                 raise ValueError(f"dc is only defined for cells with a cell state, not "
                                  f"{self.cell}")
-            dc = self._array(dc, "dc", shape).reshape(B, self.hidden_size)
+            dc = self._array(dc, "dc", shape).reshape(B, H)
         tape.pop()
-        g = backend.step_backward(self.spec.cell, dh, dc, ctx, defer_weights=True)
+        g = backend.step_backward(self._cell, dh, dc, ctx, defer_weights=True)
         with self._grads_lock:
-            for arg, name in self._names.items():
-                grad = g.of(arg, self.spec.cell)
+            for name, field in self._grad_fields:
+                grad = g.dnorms[field] if isinstance(field, int) else getattr(g, field)
                 if isinstance(grad, WeightRows):
                     self._pending.setdefault((backend, name), []).append(grad)
                 else:

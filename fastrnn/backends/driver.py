@@ -419,7 +419,9 @@ class Driver:
         db_hh, the norms' gradients as in :meth:`backward` (`defer_weights`: dw_ih and dw_hh
         as :class:`~fastrnn.backends.contract.WeightRows`, for :meth:`row_products`)."""
         x = saved.parts[0].x
-        if 1 < x.shape[1] <= self.products.blas_free_rows:  # (one row's products are gemv)
+        # One row's products are gemv, as fast with BLAS's threads as without (measured,
+        # float32, H=128 and 256): no thread count to switch either.
+        if x.shape[1] <= self.products.blas_free_rows:
             return self._step_backward(cell, dh, dc, saved, defer_weights)
         work = 2 * x.shape[1] * saved.w_hh.shape[0] * (x.shape[2] + saved.w_hh.shape[1])
         return self._alone(lambda: self._step_backward(cell, dh, dc, saved, defer_weights),
