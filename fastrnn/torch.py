@@ -15,7 +15,9 @@ for a module on a GPU), which reads and writes GPU memory in place.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,6 +26,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence
 
 from . import backends, cells, stack
+from .backends.contract import WeightRows
 from .rnn import stack_spec
 
 __all__ = ["ConvLSTM2d", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "LayerNormGRU",
@@ -465,15 +468,105 @@ def _kernel_step(cell, backend: backends.Backend, args: Iterable[str], x: torch.
                                 tuple(p[a] for a, _ in cell.norms), training)
 
 
-class _CellFunction(torch.autograd.Function):
-    """h', c' = one step of `cell` (the layer kernel over T=1) on CPU tensors, with gradients
-    for x, h, c and every weight. c and c' are empty tensors for cells without a cell state."""
+class _StepGradients:
+    """The parameters' gradients of one cell module's steps in one thread's graph, deferred:
+    each step's backward leaves its weight gradients' factors here (WeightRows; vectors
+    summed), and :class:`_CollectStepGradients` hands their sums to autograd once, after the
+    last of those steps ran backward. Per step, autograd would otherwise get a cloned [G,I]
+    gradient from a thin product and add it into the parameter's (what made a 50-step
+    LSTMCell decoder 1.5x slower than torch.nn's)."""
+
+    def __init__(self, weights: list[torch.Tensor]):
+        #: the weights it serves: a step of other weights, or after an in-place update
+        #: (optimizer.step()), gets a new store
+        self.key = [(id(w), w._version) for w in weights]
+        self.rows: list[list] = [[] for _ in weights]
+        self.sums: list[np.ndarray | None] = [None] * len(weights)
+        #: set once autograd has taken the sums: new steps get a new store
+        self.taken = False
+        self._lock = threading.Lock()
+
+    def add(self, grads: list) -> None:
+        with self._lock:
+            for i, g in enumerate(grads):
+                if isinstance(g, WeightRows):
+                    self.rows[i].append(g)
+                elif g is not None:
+                    self.sums[i] = g.copy() if self.sums[i] is None else self.sums[i] + g
+
+    def take(self) -> list[torch.Tensor | None]:
+        """Every weight's gradient added so far (None: no step ran backward), emptied. The
+        deferred products run on torch's matmul, on torch's threads: SciPy's BLAS threads,
+        woken here, kept spinning against torch's OpenMP workers and the next steps (a
+        50-step LSTMCell decoder, B=1 H=128, float32: 35 ms; on torch's matmul 14)."""
+        with self._lock:
+            rows, sums = self.rows, self.sums
+            self.rows, self.sums = [[] for _ in rows], [None] * len(sums)
+            self.taken = True
+        return [_row_products(r) if r else None if s is None else torch.from_numpy(s)
+                for r, s in zip(rows, sums, strict=True)]
+
+
+def _row_products(rows: list[WeightRows]) -> torch.Tensor:
+    """The sum of a^T @ b over `rows`, as one torch matmul of all their rows."""
+    a = np.concatenate([r.a for r in rows]) if len(rows) > 1 else rows[0].a
+    b = np.concatenate([r.b for r in rows]) if len(rows) > 1 else rows[0].b
+    return torch.from_numpy(a).T @ torch.from_numpy(b)
+
+
+class _CollectStepGradients(torch.autograd.Function):
+    """token = f(weights), a 0-d tensor every step of one :class:`_StepGradients` takes as an
+    input: autograd runs this backward after all those steps' backward, and it returns the
+    weights' gradients then (so hooks, torch.autograd.grad and non-leaf weights see what
+    they see with torch.nn's cells)."""
 
     @staticmethod
-    def forward(ctx, cell, backend: backends.Backend, args: list[str], x, h, c, *weights):
+    def forward(ctx, store: _StepGradients, *weights):
+        ctx.store = store
+        return weights[0].new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _dtoken):
+        return (None, *ctx.store.take())
+
+
+#: Whether autograd tells which nodes the running backward executes (what
+#: torch.utils.checkpoint asks too): a step's backward then knows whether its token's gradient
+#: is wanted (not by torch.autograd.grad(loss, [x]), say). Without it the steps hand their
+#: weight gradients to autograd one by one.
+_DEFERRABLE = hasattr(torch._C, "_will_engine_execute_node")
+
+#: cell module -> {thread id: (its _StepGradients, their token)}
+_STEP_GRADIENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _step_gradients(module: torch.nn.Module,
+                    weights: list[torch.Tensor]) -> tuple[_StepGradients, torch.Tensor]:
+    """The store and token of this thread's steps of `module` (a new pair where the last
+    was taken by autograd or its weights changed)."""
+    stores = _STEP_GRADIENTS.setdefault(module, {})
+    current = stores.get(threading.get_ident())
+    key = [(id(w), w._version) for w in weights]
+    if current is None or current[0].taken or current[0].key != key:
+        store = _StepGradients(weights)
+        current = stores[threading.get_ident()] = (
+            store, _CollectStepGradients.apply(store, *weights))
+    return current
+
+
+class _CellFunction(torch.autograd.Function):
+    """h', c' = one step of `cell` (the layer kernel over T=1) on CPU tensors, with gradients
+    for x, h, c and, through `store`'s token, every weight (store and token None where no
+    weight wants one). c and c' are empty tensors for cells without a cell state."""
+
+    @staticmethod
+    def forward(ctx, cell, backend: backends.Backend, args: list[str], store, x, h, c, token,
+                *weights):
         new, kernel = _kernel_step(cell, backend, args, x, (h, c) if c.numel() else (h,),
                                    weights, True)
-        ctx.kernel, ctx.cell, ctx.backend, ctx.args = kernel, cell, backend, args
+        ctx.kernel, ctx.cell, ctx.backend, ctx.args, ctx.store = kernel, cell, backend, args, \
+            store
+        ctx.token_node = None if token is None else token.grad_fn
         ctx.save_for_backward(*weights)  # torch refuses backward if they change in place
         c_out = torch.from_numpy(new[1]) if len(new) > 1 else x.new_empty(0)
         if len(new) == 1:
@@ -484,15 +577,24 @@ class _CellFunction(torch.autograd.Function):
     def backward(ctx, dh, dc):
         ctx.saved_tensors  # noqa: B018  (raises if a weight changed in place since forward)
         has_c = "c" in ctx.cell.states
+        # the weights' gradients wait in the store when this backward runs the token's node
+        # (a backward that wants none of them leaves nothing behind there)
+        defer = ctx.store is not None and torch._C._will_engine_execute_node(ctx.token_node)
         g = ctx.backend.step_backward(ctx.cell, dh.contiguous().numpy(),
-                                      dc.contiguous().numpy() if has_c else None, ctx.kernel)
-        # Weight gradients go to autograd in torch's own memory: it sums a decoder's steps into
-        # them in place, where it keeps every NumPy-backed one alive and each step's fresh
-        # pages fault (LSTMCell B=8 H=256, 50 steps: 24,000 page faults and 156 ms per
-        # training step; copied: 2,500 and 56 ms, torch.nn.LSTMCell's 1,600 and 47 ms).
-        grads = [torch.from_numpy(g.of(arg, ctx.cell)).clone() for arg in ctx.args]
+                                      dc.contiguous().numpy() if has_c else None, ctx.kernel,
+                                      defer_weights=defer)
+        if ctx.store is not None:
+            if defer:
+                ctx.store.add([g.of(arg, ctx.cell) for arg in ctx.args])
+            weights = (None,) * len(ctx.args)
+        else:  # copied: autograd would keep NumPy-backed gradients alive (page faults)
+            weights = tuple(torch.from_numpy(g.of(arg, ctx.cell)).clone() if needed else None
+                            for arg, needed in zip(ctx.args, ctx.needs_input_grad[8:],
+                                                   strict=True))
         dc0 = torch.from_numpy(g.dc0) if has_c else None
-        return (None,) * 3 + (torch.from_numpy(g.dx), torch.from_numpy(g.dh0), dc0, *grads)
+        token = None if ctx.store is None else dh.new_zeros(())
+        return ((None,) * 4 + (torch.from_numpy(g.dx), torch.from_numpy(g.dh0), dc0, token)
+                + weights)
 
 
 class RNNCellBase(torch.nn.Module):
@@ -593,10 +695,12 @@ class RNNCellBase(torch.nn.Module):
                                    f"{bad.shape[1]}, expected {self.hidden_size}")
         self._check(x, states, dtype)
         if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *states, *weights)):
-            h, c = _CellFunction.apply(self._spec.cell, self._backend, list(self._args),
+            store, token = _step_gradients(self, weights) if _DEFERRABLE and any(
+                w.requires_grad for w in weights) else (None, None)
+            h, c = _CellFunction.apply(self._spec.cell, self._backend, list(self._args), store,
                                        x.contiguous(), states[0].contiguous(),
                                        states[1].contiguous() if has_c else x.new_empty(0),
-                                       *weights)
+                                       token, *weights)
         else:  # nothing to differentiate: the kernel without autograd's Function (~30 us)
             new, _ = _kernel_step(self._spec.cell, self._backend, self._args, x.contiguous(),
                                   tuple(s.contiguous() for s in states), weights, False)

@@ -29,6 +29,8 @@ cdef extern from "packed.h" nogil:
                        float *c, long ldc)
     int inplace_gemm_d(const double *a, long m, long lda, const double *w, long K, long N,
                        double *c, long ldc)
+    void row_gemm_f(const float *a, const float *w, long K, long N, float *c)
+    void row_gemm_d(const double *a, const double *w, long K, long N, double *c)
     int inplace_tn_gemm_f(const float *a, long K, long M, const float *b, long N, float *c)
     int inplace_tn_gemm_d(const double *a, long K, long M, const double *b, long N,
                           double *c)
@@ -171,11 +173,19 @@ cdef inline void matmul_wt(floating *a, floating *w, floating *out, int n, int N
 
 cdef inline void matmul_w(floating *a, floating *w, floating *out, int n, int N,
                           int K) noexcept nogil:
-    """out[n,K] = a[n,N] @ w[N,K] (row-major); one row goes to gemv, a few read w in place
-    (inplace_gemm, as fast as dot_gemm)."""
+    """out[n,K] = a[n,N] @ w[N,K] (row-major); a few rows read w in place (one: row_gemm, as
+    fast as gemv and no BLAS call that wakes BLAS's threads, which fought torch's spinning
+    OpenMP workers in a fastrnn.torch cell's backward; more: inplace_gemm, as fast as
+    dot_gemm); one row goes to gemv where the CPU keeps BLAS."""
     cdef int done = 0
     if N == 0:
         memset(out, 0, <size_t>n * K * sizeof(floating))
+        return
+    if n == 1 and packed_gemm_choice(NULL):
+        if floating is float:
+            row_gemm_f(a, w, N, K, out)
+        else:
+            row_gemm_d(a, w, N, K, out)
         return
     if 1 < n <= MAX_INPLACE_ROWS and packed_gemm_choice(NULL):
         if floating is float:

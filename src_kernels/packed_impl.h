@@ -130,6 +130,39 @@ static int FP(inplace_gemm)(const REAL *a, long m, long lda, const REAL *w, long
     return FP(inplace)(a, m, lda, 1, w, K, N, c, ldc);
 }
 
+/* c[N] = a[K] @ W[K,N] for one row a (W row-major, rows N apart), the axpy form over 4 of
+ * W's rows at a time: c += a[k..k+3] @ W[k..k+3, :], c staying in L1 and W's rows streaming
+ * past once, in order (gemv is a BLAS call that may wake BLAS's threads). */
+static void FP(row_gemm)(const REAL *restrict a, const REAL *restrict w, long K, long N,
+                         REAL *restrict c) {
+    const long full = N / LANES * LANES;
+    memset(c, 0, sizeof(REAL) * N);
+    long k = 0;
+    for (; k + 4 <= K; k += 4) {
+        const FP(vec) s0 = BROADCAST(a[k]), s1 = BROADCAST(a[k + 1]);
+        const FP(vec) s2 = BROADCAST(a[k + 2]), s3 = BROADCAST(a[k + 3]);
+        const REAL *restrict w0 = w + k * N;
+        for (long n = 0; n < full; n += LANES) {
+            FP(vec) acc = *(FP(vec) *)(c + n);
+            acc += s0 * *(const FP(vec) *)(w0 + n);
+            acc += s1 * *(const FP(vec) *)(w0 + N + n);
+            acc += s2 * *(const FP(vec) *)(w0 + 2 * N + n);
+            acc += s3 * *(const FP(vec) *)(w0 + 3 * N + n);
+            *(FP(vec) *)(c + n) = acc;
+        }
+    }
+    for (; k < K; k++) {
+        const FP(vec) s0 = BROADCAST(a[k]);
+        for (long n = 0; n < full; n += LANES)
+            *(FP(vec) *)(c + n) += s0 * *(const FP(vec) *)(w + k * N + n);
+    }
+    for (long n = full; n < N; n++) {
+        REAL sum = 0;
+        for (k = 0; k < K; k++) sum += a[k] * w[k * N + n];
+        c[n] = sum;
+    }
+}
+
 /* C[M,N] = A[K,M]^T @ B[K,N] (row-major, C's rows N apart) for few rows K (a step's weight
  * gradient dG^T @ h): B read in place, A through its transpose's strides. */
 static int FP(inplace_tn_gemm)(const REAL *a, long K, long M, const REAL *b, long N,

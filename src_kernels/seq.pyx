@@ -21,8 +21,8 @@ def step_product():
 
 def blas_free_rows():
     """Products of at most this many rows (project, matmul_nn and matmul_tn, a loop's step
-    product; one row of a @ w excepted, gemv's) read their operands in place instead of
-    calling BLAS: 0 where this CPU keeps BLAS."""
+    product) read their operands in place instead of calling BLAS: 0 where this CPU keeps
+    BLAS."""
     return MAX_INPLACE_ROWS if packed_gemm_choice(NULL) else 0
 
 

@@ -263,6 +263,102 @@ def test_fastrnn_torch_cells_equal_torch_nn(kind, backend, form):
                                    atol=1e-12, err_msg=key)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["LSTMCell", "GRUCell", "LayerNormGRUCell"])
+@pytest.mark.parametrize("deferred", [True, False])
+def test_fastrnn_torch_decoders_give_autograd_what_torch_nn_does(name, backend, deferred,
+                                                                 monkeypatch):
+    """A decoder's steps hand their weight gradients to autograd once, after the last of them
+    ran backward (fastrnn/torch.py's _StepGradients; or step by step where torch cannot say
+    which nodes a backward runs): the same gradients as torch.nn's cells (LayerNorm: as the
+    NumPy cell) through .backward, torch.autograd.grad, a leaf's hook (called once, as for
+    torch.nn), two decoders of one loss, two losses one after the other, retain_graph, an
+    optimizer step between decoders, and weights that are not leaves."""
+    import fastrnn.torch as ft
+
+    monkeypatch.setattr(ft, "_DEFERRABLE", deferred)
+
+    T, B, I, H = 4, 3, 2, 5
+    torch.manual_seed(0)
+    ours = getattr(ft, name)(I, H, dtype=torch.float64, backend=backend)
+    if name.startswith("LayerNorm"):  # torch has none: the NumPy cell on the same weights
+        numpy_cell = make_cell(name, I, H, backend)
+        with torch.no_grad():
+            for n, p in ours.named_parameters():
+                p.copy_(torch.from_numpy(numpy_cell.params[n]))
+    has_c = name == "LSTMCell"
+    g = torch.Generator().manual_seed(2)
+    xs = torch.randn(2, T, B, I, generator=g, dtype=torch.float64)
+    dys = torch.randn(2, T, B, H, generator=g, dtype=torch.float64)
+
+    def decoder(cell, k, weights=None):
+        state, loss = None, 0
+        for t in range(T):
+            if weights is None:
+                state = cell(xs[k, t], state)
+            else:
+                state = torch.func.functional_call(cell, weights, (xs[k, t], state))
+            loss = loss + ((state[0] if has_c else state) * dys[k, t]).sum()
+        return loss
+
+    def expected(k):  # the weights' gradients of decoder k
+        if name.startswith("LayerNorm"):
+            numpy_cell.zero_grad()
+            state = None
+            for t in range(T):
+                state = numpy_cell(xs[k, t].numpy(), state)
+            dh = np.zeros((B, H))
+            for t in reversed(range(T)):
+                _, dh = numpy_cell.backward(dh + dys[k, t].numpy())
+            return {n: torch.from_numpy(numpy_cell.grads[n].copy())
+                    for n, _ in ours.named_parameters()}
+        torch.manual_seed(0)
+        theirs = getattr(torch.nn, name)(I, H, dtype=torch.float64)
+        theirs.load_state_dict(ours.state_dict())
+        decoder(theirs, k).backward()
+        return {n: p.grad for n, p in theirs.named_parameters()}
+
+    def check(got, want, scale=1.0):
+        for n in want:
+            np.testing.assert_allclose(got[n].detach().numpy(), scale * want[n].numpy(),
+                                       rtol=1e-10, atol=1e-12, err_msg=n)
+
+    want0, want1 = expected(0), expected(1)
+    calls = []
+    ours.weight_hh.register_hook(lambda grad: calls.append(grad.clone()))
+    decoder(ours, 0).backward()
+    check({n: p.grad for n, p in ours.named_parameters()}, want0)
+    assert len(calls) == 1
+    ours.zero_grad()
+    (decoder(ours, 0) + decoder(ours, 1)).backward()  # two decoders, one loss
+    check({n: p.grad + 0 for n, p in ours.named_parameters()},
+          {n: want0[n] + want1[n] for n in want0})
+    ours.zero_grad()
+    loss0, loss1 = decoder(ours, 0), decoder(ours, 1)
+    loss0.backward()
+    loss1.backward(retain_graph=True)  # two losses one after the other, one retained
+    loss1.backward()
+    check({n: p.grad for n, p in ours.named_parameters()},
+          {n: want0[n] + 2 * want1[n] for n in want0})
+    names = [n for n, _ in ours.named_parameters()]
+    grads = torch.autograd.grad(decoder(ours, 1), list(ours.parameters()))
+    check(dict(zip(names, grads, strict=True)), want1)
+    base = {n: p.detach().clone().requires_grad_(True) for n, p in ours.named_parameters()}
+    scaled = {n: 1.0 * p for n, p in base.items()}  # not leaves
+    decoder(ours, 0, scaled).backward()
+    check({n: p.grad for n, p in base.items()}, want0)
+    x = xs[0, 0].clone().requires_grad_(True)  # only x's gradient: no weight rows wait
+    (dx,) = torch.autograd.grad((ours(x)[0] if has_c else ours(x)).sum(), [x])
+    assert dx.shape == x.shape
+    assert all(not any(store.rows) for store, _ in ft._STEP_GRADIENTS.get(ours, {}).values())
+    with torch.no_grad():  # an in-place update (optimizer.step()) between decoders
+        for p in ours.parameters():
+            p.mul_(0.5)
+    ours.zero_grad()
+    decoder(ours, 0).backward()
+    assert not torch.allclose(ours.weight_hh.grad, want0["weight_hh"])
+
+
 @pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
 def test_fastrnn_torch_cells_raise_what_torch_raises(name):
     import fastrnn.torch as ft

@@ -68,7 +68,7 @@ class Products(Protocol):
     #: whether the batch may be sorted and split into parts on the host (CPU backends)
     splits_batch: bool
     #: the products (project, matmul_nn, matmul_tn, a loop's step) of at most this many rows
-    #: call no BLAS (matmul_nn and a backward step's product of one row excepted: gemv)
+    #: call no BLAS
     blas_free_rows: int
 
     def is_host(self, a: Any) -> bool:
@@ -419,9 +419,7 @@ class Driver:
         db_hh, the norms' gradients as in :meth:`backward` (`defer_weights`: dw_ih and dw_hh
         as :class:`~fastrnn.backends.contract.WeightRows`, for :meth:`row_products`)."""
         x = saved.parts[0].x
-        # One row's products are gemv, as fast with BLAS's threads as without (measured,
-        # float32, H=128 and 256): no thread count to switch either.
-        if x.shape[1] <= self.products.blas_free_rows:
+        if x.shape[1] <= self.products.blas_free_rows:  # no BLAS thread count to switch
             return self._step_backward(cell, dh, dc, saved, defer_weights)
         work = 2 * x.shape[1] * saved.w_hh.shape[0] * (x.shape[2] + saved.w_hh.shape[1])
         return self._alone(lambda: self._step_backward(cell, dh, dc, saved, defer_weights),
