@@ -30,13 +30,11 @@ def _dtype(floating[:, :, ::1] a):
     return np.float32 if floating is float else np.float64
 
 
-def project(floating[:, :, ::1] x, floating[:, ::1] w, floating[::1] bias, out=None):
-    """x [T,B,I] @ w^T + bias for w [G,I], bias [G] or [0] (none): [T,B,G], written into
-    `out` when given (C-contiguous, x's dtype)."""
+def project(floating[:, :, ::1] x, floating[:, ::1] w, floating[::1] bias):
+    """x [T,B,I] @ w^T + bias for w [G,I], bias [G] or [0] (none): [T,B,G]."""
     cdef int rows = x.shape[0] * x.shape[1], G = w.shape[0], I = w.shape[1]
     cdef int r
-    if out is None:
-        out = np.empty((x.shape[0], x.shape[1], G), _dtype(x))
+    out = np.empty((x.shape[0], x.shape[1], G), _dtype(x))
     cdef floating[:, :, ::1] o = out
     cdef floating *flat
     with nogil:
@@ -48,22 +46,20 @@ def project(floating[:, :, ::1] x, floating[:, ::1] w, floating[::1] bias, out=N
     return out
 
 
-def matmul_nn(floating[:, :, ::1] a, floating[:, ::1] w, out=None):
-    """a [T,B,G] @ w [G,I]: [T,B,I] (into `out` when given)."""
+def matmul_nn(floating[:, :, ::1] a, floating[:, ::1] w):
+    """a [T,B,G] @ w [G,I]: [T,B,I]."""
     cdef int rows = a.shape[0] * a.shape[1], G = w.shape[0], I = w.shape[1]
-    if out is None:
-        out = np.empty((a.shape[0], a.shape[1], I), _dtype(a))
+    out = np.empty((a.shape[0], a.shape[1], I), _dtype(a))
     cdef floating[:, :, ::1] o = out
     with nogil:
         matmul_w(&a[0, 0, 0], &w[0, 0], &o[0, 0, 0], rows, G, I)
     return out
 
 
-def matmul_tn(floating[:, :, ::1] a, floating[:, :, ::1] b, out=None):
-    """a^T @ b over all T*B rows: a [T,B,M], b [T,B,N] -> [M,N] (into `out` when given)."""
+def matmul_tn(floating[:, :, ::1] a, floating[:, :, ::1] b):
+    """a^T @ b over all T*B rows: a [T,B,M], b [T,B,N] -> [M,N]."""
     cdef int rows = a.shape[0] * a.shape[1], M = a.shape[2], N = b.shape[2]
-    if out is None:
-        out = np.empty((M, N), _dtype(a))
+    out = np.empty((M, N), _dtype(a))
     cdef floating[:, ::1] o = out
     with nogil:
         _matmul_tn(&a[0, 0, 0], &b[0, 0, 0], &o[0, 0], rows, M, N)

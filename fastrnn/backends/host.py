@@ -11,13 +11,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import buffers
-
 
 class HostProducts:
-    """:class:`~fastrnn.backends.driver.Products` on NumPy arrays (the large ones from
-    :mod:`~fastrnn.backends.buffers`' pools), over a backend's compiled ``project(x, w, bias,
-    out)``, ``matmul_nn(a, w, out)``, ``matmul_tn(a, b, out)``, ``column_sums``, and the input
+    """:class:`~fastrnn.backends.driver.Products` on NumPy arrays, over a backend's compiled
+    ``project(x, w, bias)``, ``matmul_nn``, ``matmul_tn``, ``column_sums``, and the input
     side's LayerNorm: ``layer_norm(a, gain, shifts)``, ``layer_norm_backward`` and
     ``column_dots`` (a row's statistics and its backward in one pass over the row, the gain's
     gradient in the same pass). `blas_free_rows`: the products of at most this many rows run
@@ -30,8 +27,8 @@ class HostProducts:
                  column_dots: Callable, blas_free_rows: int = 0):
         self.blas_free_rows = blas_free_rows
         self._project = project
-        self._matmul_nn = matmul_nn
-        self._matmul_tn = matmul_tn
+        self.matmul_nn = matmul_nn
+        self.matmul_tn = matmul_tn
         self.column_sums = column_sums
         self.layer_norm = layer_norm
         self.layer_norm_backward = layer_norm_backward
@@ -48,10 +45,10 @@ class HostProducts:
         return a
 
     def zeros(self, shape: tuple[int, ...], dtype) -> np.ndarray:
-        return buffers.zeros(shape, dtype)
+        return np.zeros(shape, dtype)
 
     def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
-        return buffers.empty(shape, dtype)
+        return np.empty(shape, dtype)
 
     def copy(self, a: np.ndarray) -> np.ndarray:
         return np.array(a)
@@ -69,13 +66,7 @@ class HostProducts:
 
     def project(self, x: np.ndarray, w: np.ndarray, biases: tuple) -> np.ndarray:
         bias = sum(biases[1:], biases[0]) if biases else self.absent(x.dtype, 1)
-        return self._project(x, w, bias, buffers.empty((*x.shape[:2], w.shape[0]), x.dtype))
-
-    def matmul_nn(self, a: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return self._matmul_nn(a, w, buffers.empty((*a.shape[:2], w.shape[1]), a.dtype))
-
-    def matmul_tn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return self._matmul_tn(a, b, buffers.empty((a.shape[-1], b.shape[-1]), a.dtype))
+        return self._project(x, w, bias)
 
     def multiply(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a * b

@@ -284,11 +284,12 @@ def matmul_w(a, w, out, n):
 
 
 @jit
-def project(x, w, bias, out):
+def project(x, w, bias):
     """x [T,B,I] @ w^T + bias for w [G,I], bias [G] or [0] (none): the input projection of
-    every step, written into out [T,B,G]."""
+    every step, [T,B,G]."""
     T, B, I = x.shape
     G = w.shape[0]
+    out = np.empty((T, B, G), x.dtype)
     flat = out.reshape(T * B, G)
     if I == 0:  # no input features: numba's np.dot refuses the empty inner dimension
         flat[:] = 0
@@ -302,21 +303,19 @@ def project(x, w, bias, out):
 
 
 @jit
-def matmul_tn(a, b, out):
-    """a^T @ b over all leading rows: a [...,M], b [...,N] -> out [M,N] (a weight
-    gradient)."""
+def matmul_tn(a, b):
+    """a^T @ b over all leading rows: a [...,M], b [...,N] -> [M,N] (a weight gradient)."""
     M, N = a.shape[-1], b.shape[-1]
-    if M == 0 or N == 0 or a.size == 0:  # (a.size // M would divide by zero; np.dot
-        out[:] = 0                        # refuses empty sides)
-    else:
-        np.dot(a.reshape(a.size // M, M).T, b.reshape(b.size // N, N), out)
-    return out
+    if M == 0 or N == 0:  # (a.size // M would divide by zero; np.dot refuses empty sides)
+        return np.zeros((M, N), a.dtype)
+    return np.dot(a.reshape(a.size // M, M).T, b.reshape(b.size // N, N))
 
 
 @jit
-def matmul_nn(a, w, out):
-    """a [T,B,G] @ w [G,I] -> out [T,B,I] (the input gradient)."""
+def matmul_nn(a, w):
+    """a [T,B,G] @ w [G,I] -> [T,B,I] (the input gradient)."""
     T, B, G = a.shape
+    out = np.empty((T, B, w.shape[1]), a.dtype)
     if w.shape[1] > 0:  # (no input features: nothing to compute)
         np.dot(a.reshape(T * B, G), w, out.reshape(T * B, w.shape[1]))
     return out
