@@ -663,7 +663,7 @@ class RNNCellBase(torch.nn.Module):
         for t in (x, *hx):
             if t.dtype != dtype:
                 raise RuntimeError(f"expected the parameters' dtype {dtype}, got {t.dtype}")
-            if t.device.type != "cpu":
+            if not t.is_cpu:
                 raise ValueError(f"{type(self).__name__} runs on the CPU; got a tensor on "
                                  f"{t.device}")
 
