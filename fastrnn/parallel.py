@@ -121,6 +121,24 @@ def single_threaded(task: Callable[[], Any]) -> Any:
                 c.set_num_threads(n)
 
 
+def beside_openmp(task: Callable[[], Any]) -> Any:
+    """task(), telling the kernel calls it makes on this thread that another OpenMP pool's
+    workers spin on the cores (a torch program's, after its operations): a one-part call
+    keeps BLAS at one thread up to a larger size then (Driver), since BLAS workers it wakes
+    fight those for the cores."""
+    previous = getattr(_local, "beside_openmp", False)
+    _local.beside_openmp = True
+    try:
+        return task()
+    finally:
+        _local.beside_openmp = previous
+
+
+def is_beside_openmp() -> bool:
+    """Whether this thread runs inside :func:`beside_openmp`."""
+    return getattr(_local, "beside_openmp", False)
+
+
 def _run_team(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
     """The tasks on the OpenMP team, task 0 on the calling thread; the first error re-raised."""
     results: list[Any] = [None] * len(tasks)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from . import backends, cells, stack
+from . import backends, cells, parallel, stack
 from .backends.contract import WeightRows
 from .rnn import stack_spec
 
@@ -160,8 +160,9 @@ class _StackFunction(torch.autograd.Function):
             x_a = padded.reshape(T, B, -1)
         states = (ops.from_torch(h0),) + ((ops.from_torch(c0),) if c0.numel() else ())
         mask = _dropout_mask(spec.dropout, x.dtype, ops) if dropout else None
-        y, states_n, tape = stack.forward(spec, params, x_a, states, lengths, backend=backend,
-                                          save=save, dropout_mask=mask, ops=ops)
+        y, states_n, tape = parallel.beside_openmp(lambda: stack.forward(
+            spec, params, x_a, states, lengths, backend=backend, save=save, dropout_mask=mask,
+            ops=ops))
         if index is not None:
             y = y.reshape(T * h0.shape[1], -1)[index]
         ctx.tape, ctx.index, ctx.T, ctx.names = tape, index, T, names
@@ -186,7 +187,8 @@ class _StackFunction(torch.autograd.Function):
         dstates = (ops.from_torch(dh_n.contiguous()),)
         if len(tape.spec.cell.states) > 1:
             dstates += (ops.from_torch(dc_n.contiguous()),)
-        dx, dstates0, grads = stack.backward(tape, dy_a, dstates)
+        dx, dstates0, grads = parallel.beside_openmp(
+            lambda: stack.backward(tape, dy_a, dstates))
         if ctx.index is not None:
             dx = dx.reshape(ctx.T * B, -1)[ctx.index]
         weight_grads = [ops.to_torch(grads[name]) for name in ctx.names]

@@ -183,7 +183,8 @@ class Driver:
 
     def __init__(self, loops: Mapping[str, TimeLoop], products: Products,
                  min_part_rows: int = 8, min_part_columns: int = 384, min_part_work: int = 0,
-                 single_thread_work: int = 1 << 25):
+                 single_thread_work: int = 1 << 25,
+                 single_thread_work_beside_openmp: int = 1 << 28):
         self.loops = dict(loops)
         self.products = products
         #: a part gets at least this many rows: below it a step's products are too small
@@ -201,6 +202,11 @@ class Driver:
         #: NumPy attention) spent most of its time with NumPy's and SciPy's BLAS pools spinning
         #: against each other (a seq2seq training batch: 463 ms, 62 ms with BLAS at 1 thread)
         self.single_thread_work = single_thread_work
+        #: the same inside parallel.beside_openmp (the torch adapter's calls): BLAS workers
+        #: woken by a one-part call spun against torch's OpenMP workers (fastrnn.torch RNN
+        #: T=100 B=8 I=64 H=128 training: 8.0 ms at 2^25, 3.5 at 2^28; the NumPy-level stack,
+        #: with no other pool spinning, 2.4 at 2^25 and 2.8 at 2^28)
+        self.single_thread_work_beside_openmp = single_thread_work_beside_openmp
         self._active: dict[int, np.ndarray] = {}
 
     def supports(self, cell: Cell) -> bool:
@@ -217,10 +223,12 @@ class Driver:
         return parallel.run([lambda p=p: one(p) for p in range(parts)])
 
     def _alone(self, task: Callable[[], Any], work: int) -> Any:
-        """task() of one part: a small one (< single_thread_work multiply-adds) with BLAS at
-        one thread; below BLAS_THREADS_MACS BLAS stays on one thread by itself."""
-        if self.products.splits_batch and parallel.BLAS_THREADS_MACS <= work < \
-                self.single_thread_work:
+        """task() of one part: a small one (< single_thread_work multiply-adds, or
+        single_thread_work_beside_openmp beside another OpenMP pool) with BLAS at one thread;
+        below BLAS_THREADS_MACS BLAS stays on one thread by itself."""
+        limit = self.single_thread_work_beside_openmp if parallel.is_beside_openmp() else \
+            self.single_thread_work
+        if self.products.splits_batch and parallel.BLAS_THREADS_MACS <= work < limit:
             return parallel.single_threaded(task)
         return task()
 
