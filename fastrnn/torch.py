@@ -465,9 +465,10 @@ def _kernel_step(cell, backend: backends.Backend, args: Iterable[str], x: torch.
     """backend.step_forward on contiguous CPU tensors' NumPy views: the new states (NumPy
     arrays) and what step_backward needs (None unless training)."""
     p = {arg: w.detach().numpy() for arg, w in zip(args, weights, strict=True)}
-    return backend.step_forward(cell, x.detach().numpy(), p["w_ih"], p["w_hh"], p.get("b_ih"),
-                                p.get("b_hh"), tuple(s.detach().numpy() for s in states),
-                                tuple(p[a] for a, _ in cell.norms), training)
+    return parallel.beside_openmp(lambda: backend.step_forward(
+        cell, x.detach().numpy(), p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"),
+        tuple(s.detach().numpy() for s in states), tuple(p[a] for a, _ in cell.norms),
+        training))
 
 
 class _StepGradients:
@@ -582,9 +583,9 @@ class _CellFunction(torch.autograd.Function):
         # the weights' gradients wait in the store when this backward runs the token's node
         # (a backward that wants none of them leaves nothing behind there)
         defer = ctx.store is not None and torch._C._will_engine_execute_node(ctx.token_node)
-        g = ctx.backend.step_backward(ctx.cell, dh.contiguous().numpy(),
-                                      dc.contiguous().numpy() if has_c else None, ctx.kernel,
-                                      defer_weights=defer)
+        g = parallel.beside_openmp(lambda: ctx.backend.step_backward(
+            ctx.cell, dh.contiguous().numpy(), dc.contiguous().numpy() if has_c else None,
+            ctx.kernel, defer_weights=defer))
         if ctx.store is not None:
             if defer:
                 ctx.store.add([g.of(arg, ctx.cell) for arg in ctx.args])
