@@ -16,11 +16,12 @@ backward is never called (a sequence abandoned, sampling in training mode) are d
 :meth:`RNNCellBase.reset_tape`; in eval mode nothing is recorded.
 
 The weight gradients of a step (x^T dG and h^T dG: B rows each) are not added to ``grads``
-one step at a time: on the CPU backends their factors wait, and the steps' sum is formed as
-one product of all their rows when the tape runs empty (the decoder's backward is done), when
-``grads`` is read, or at :meth:`~RNNCellBase.reset_tape`. A thin product per step plus a pass
-over the whole gradient cost 2.5-14x more (measured per step and weight, float32: B=8 H=256
-132 us against 25.5; B=1 H=256 89 against 6.5; B=8 H=128 34 against 13.6).
+one step at a time: on the compiled CPU backends (Cython, Numba) their factors wait, and the
+steps' sum is formed as one product of all their rows when the tape runs empty (the decoder's
+backward is done), when ``grads`` is read, or at :meth:`~RNNCellBase.reset_tape`. A thin
+product per step plus a pass over the whole gradient cost 2.5-14x more (measured per step and
+weight, float32: B=8 H=256 132 us against 25.5; B=1 H=256 89 against 6.5; B=8 H=128 34
+against 13.6).
 """
 
 from __future__ import annotations
