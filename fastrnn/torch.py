@@ -512,8 +512,7 @@ class _StepGradients:
 
 def _row_products(rows: list[WeightRows]) -> torch.Tensor:
     """The sum of a^T @ b over `rows`, as one torch matmul of all their rows."""
-    a = np.concatenate([r.a for r in rows]) if len(rows) > 1 else rows[0].a
-    b = np.concatenate([r.b for r in rows]) if len(rows) > 1 else rows[0].b
+    a, b = WeightRows.stacked(rows)
     return torch.from_numpy(a).T @ torch.from_numpy(b)
 
 

@@ -38,6 +38,13 @@ class WeightRows(NamedTuple):
     a: np.ndarray
     b: np.ndarray
 
+    @staticmethod
+    def stacked(rows: list[WeightRows]) -> tuple[np.ndarray, np.ndarray]:
+        """All of `rows`' a and b, each stacked into one array of all their rows."""
+        if len(rows) == 1:
+            return rows[0].a, rows[0].b
+        return np.concatenate([r.a for r in rows]), np.concatenate([r.b for r in rows])
+
 
 class Grads(NamedTuple):
     """Result of :meth:`Backend.backward`; entries a cell or configuration lacks are None
@@ -371,9 +378,7 @@ class Backend:
         """The sum of a^T @ b over `rows` (deferred gradients of one weight, one dtype) as
         one product of all their rows, on this backend's BLAS: [M,N]. Only a module with
         ``step_backward`` returns such rows, and it has ``row_products``."""
-        a = np.concatenate([r.a for r in rows]) if len(rows) > 1 else rows[0].a
-        b = np.concatenate([r.b for r in rows]) if len(rows) > 1 else rows[0].b
-        return self.module.row_products(a, b)
+        return self.module.row_products(*WeightRows.stacked(rows))
 
     @staticmethod
     def _norms(cell: Cell, norms: Any, H: int, Hp: int, bias: bool, dtype: np.dtype,
