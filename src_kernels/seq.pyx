@@ -30,12 +30,13 @@ def _dtype(floating[:, :, ::1] a):
     return np.float32 if floating is float else np.float64
 
 
-def project(floating[:, :, ::1] x, floating[:, ::1] w, floating[::1] bias):
-    """x [T,B,I] @ w^T + bias for w [G,I], bias [G] or [0] (none): [T,B,G]."""
+def project(floating[:, :, ::1] x, floating[:, ::1] w, floating[::1] bias,
+            floating[:, :, ::1] o):
+    """o [T,B,G] = x [T,B,I] @ w^T + bias for w [G,I], bias [G] or [0] (none)."""
     cdef int rows = x.shape[0] * x.shape[1], G = w.shape[0], I = w.shape[1]
     cdef int r
-    out = np.empty((x.shape[0], x.shape[1], G), _dtype(x))
-    cdef floating[:, :, ::1] o = out
+    if o.shape[0] * o.shape[1] != rows or o.shape[2] != G:
+        raise ValueError("project: out must be [T,B,G]")
     cdef floating *flat
     with nogil:
         matmul_wt(&x[0, 0, 0], &w[0, 0], &o[0, 0, 0], rows, G, I)
@@ -43,17 +44,15 @@ def project(floating[:, :, ::1] x, floating[:, ::1] w, floating[::1] bias):
             flat = &o[0, 0, 0]
             for r in range(rows):
                 add_to(flat + <size_t>r * G, &bias[0], G)
-    return out
 
 
-def matmul_nn(floating[:, :, ::1] a, floating[:, ::1] w):
-    """a [T,B,G] @ w [G,I]: [T,B,I]."""
+def matmul_nn(floating[:, :, ::1] a, floating[:, ::1] w, floating[:, :, ::1] o):
+    """o [T,B,I] = a [T,B,G] @ w [G,I]."""
     cdef int rows = a.shape[0] * a.shape[1], G = w.shape[0], I = w.shape[1]
-    out = np.empty((a.shape[0], a.shape[1], I), _dtype(a))
-    cdef floating[:, :, ::1] o = out
+    if o.shape[0] * o.shape[1] != rows or o.shape[2] != I:
+        raise ValueError("matmul_nn: out must be [T,B,I]")
     with nogil:
         matmul_w(&a[0, 0, 0], &w[0, 0], &o[0, 0, 0], rows, G, I)
-    return out
 
 
 def matmul_tn(floating[:, :, ::1] a, floating[:, :, ::1] b):

@@ -111,3 +111,77 @@ def test_a_forked_child_runs_regions(runner):
 ])
 def test_shards(n, parts, min_size, expected):
     assert parallel.shards(n, parts, min_size) == expected
+
+
+def test_a_single_threaded_call_may_open_regions_with_blas_kept_at_one():
+    before = [c.num_threads for c in parallel._blas_controllers()]
+    seen = []
+
+    def task():
+        seen.append([c.num_threads for c in parallel._blas_controllers()])
+        return threading.get_ident()
+
+    def call():
+        return parallel.run([task, task])  # the lock is re-entrant: no deadlock
+
+    ids = parallel.single_threaded(call)
+    assert all(n == 1 for threads in seen for n in threads)
+    if parallel.cores() > 1:
+        assert ids[0] != ids[1]
+    assert [c.num_threads for c in parallel._blas_controllers()] == before
+
+
+def _beside_openmp_with_blas_at_one(task):
+    """task() as the torch adapter's kernel calls run it."""
+    return parallel.beside_openmp(lambda: parallel.single_threaded(task))
+
+
+def test_products_split_only_where_they_would_run_on_one_core():
+    """Beside torch's OpenMP pool, in a call with BLAS at one thread, and nowhere else (a
+    NumPy program's calls keep BLAS's own threads)."""
+    big, rows = parallel.MIN_SPLIT_MACS, 1000
+    assert parallel.product_shards(rows, big) is None
+    assert parallel.single_threaded(lambda: parallel.product_shards(rows, big)) is None
+    assert parallel.beside_openmp(lambda: parallel.product_shards(rows, big)) is None
+    inside = _beside_openmp_with_blas_at_one(lambda: (parallel.product_shards(rows, big),
+                                                      parallel.product_shards(rows, big - 1),
+                                                      parallel.product_shards(8, big)))
+    if parallel.cores() > 1:
+        assert inside[0] == parallel.shards(rows, parallel.cores(), parallel.MIN_SHARD_ROWS)
+    else:
+        assert inside[0] is None
+    assert inside[1] is None and inside[2] is None  # too little work, too few rows
+    in_region = _beside_openmp_with_blas_at_one(
+        lambda: parallel.run([lambda: parallel.product_shards(rows, big)] * 2))
+    assert in_region == [None, None]  # every core is busy in a region
+
+
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_split_products_equal_whole_ones(backend, dtype):
+    """The host products split over the cores (rows in shards; matmul_tn's partial sums
+    added) give the products computed whole, odd row counts and sizes included."""
+    import numpy as np
+
+    from fastrnn import backends
+
+    be = backends.get(backend)
+    P = be.module.driver.products
+    rng = np.random.default_rng(0)
+    for T, B, K, N in ((37, 13, 161, 257), (1, 1001, 130, 131)):
+        x = rng.standard_normal((T, B, K)).astype(dtype)
+        g = rng.standard_normal((T, B, N)).astype(dtype)
+        w = rng.standard_normal((N, K)).astype(dtype)
+        bias = rng.standard_normal(N).astype(dtype)
+
+        def products(x=x, g=g, w=w, bias=bias):
+            return P.project(x, w, (bias,)), P.matmul_nn(g, w), P.matmul_tn(g, x)
+
+        if parallel.cores() > 1:  # (split: else the test would prove nothing)
+            assert _beside_openmp_with_blas_at_one(
+                lambda n=T * B, work=T * B * K * N: parallel.product_shards(n, work))
+        whole, split = products(), _beside_openmp_with_blas_at_one(products)
+        tol = 1e-4 if dtype == "float32" else 1e-11
+        for a, b in zip(whole, split, strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_allclose(b, a, rtol=tol, atol=tol * np.abs(a).max())

@@ -62,6 +62,8 @@ def test_each_step_product_matches_the_reference(gemm):
 _PRODUCTS = """
 import numpy as np
 from fastrnn._kernels import seq
+from fastrnn.backends.cython_cpu import driver
+P = driver.products
 rng = np.random.default_rng(0)
 for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-13)):
     for rows in (*range(1, 19), 33):
@@ -71,25 +73,25 @@ for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-13)):
             bias = rng.standard_normal(N).astype(dtype)
             g = rng.standard_normal((1, rows, N)).astype(dtype)
             want = x[0].astype(np.float64) @ w.T.astype(np.float64) + bias
-            got = seq.project(x, w, bias)[0]
+            got = P.project(x, w, (bias,))[0]
             assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max()) * K, \\
                 ("project", dtype, rows, K, N)
             want = g[0].astype(np.float64) @ w.astype(np.float64)
-            got = seq.matmul_nn(g, w)[0]
+            got = P.matmul_nn(g, w)[0]
             assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max()) * N, \\
                 ("matmul_nn", dtype, rows, K, N)
             want = g[0].T.astype(np.float64) @ x[0].astype(np.float64)
-            got = seq.matmul_tn(g, x)
+            got = P.matmul_tn(g, x)
             assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max()) * rows, \\
                 ("matmul_tn", dtype, rows, K, N)
     x = np.full((1, 3, 20), np.nan, dtype)
-    assert np.isnan(seq.project(x, np.ones((4, 20), dtype), np.zeros(4, dtype))).all()
+    assert np.isnan(P.project(x, np.ones((4, 20), dtype), (np.zeros(4, dtype),))).all()
     for rows in (1, 3, 40):
-        empty = seq.project(np.ones((1, rows, 0), dtype), np.ones((4, 0), dtype),
-                            np.zeros(4, dtype))
+        empty = P.project(np.ones((1, rows, 0), dtype), np.ones((4, 0), dtype),
+                          (np.zeros(4, dtype),))
         assert (empty == 0).all()
-        assert (seq.matmul_nn(np.ones((1, rows, 0), dtype), np.ones((0, 5), dtype)) == 0).all()
-    assert (seq.matmul_tn(np.ones((0, 3, 4), dtype), np.ones((0, 3, 5), dtype)) == 0).all()
+        assert (P.matmul_nn(np.ones((1, rows, 0), dtype), np.ones((0, 5), dtype)) == 0).all()
+    assert (P.matmul_tn(np.ones((0, 3, 4), dtype), np.ones((0, 3, 5), dtype)) == 0).all()
 print(seq.blas_free_rows())
 """
 

@@ -202,10 +202,12 @@ class Driver:
         #: NumPy attention) spent most of its time with NumPy's and SciPy's BLAS pools spinning
         #: against each other (a seq2seq training batch: 463 ms, 62 ms with BLAS at 1 thread)
         self.single_thread_work = single_thread_work
-        #: the same inside parallel.beside_openmp (the torch adapter's calls): BLAS workers
-        #: woken by a one-part call spun against torch's OpenMP workers (fastrnn.torch RNN
-        #: T=100 B=8 I=64 H=128 training: 8.0 ms at 2^25, 3.5 at 2^28; the NumPy-level stack,
-        #: with no other pool spinning, 2.4 at 2^25 and 2.8 at 2^28)
+        #: the same inside parallel.beside_openmp (the torch adapter's calls) where the loops'
+        #: step products call BLAS: BLAS workers woken by a one-part call spun against torch's
+        #: OpenMP workers (fastrnn.torch RNN T=100 B=8 I=64 H=128 training: 8.0 ms at 2^25,
+        #: 3.5 at 2^28; the NumPy-level stack, with no other pool spinning, 2.4 at 2^25 and 2.8
+        #: at 2^28). Where they do not (blas_free_rows), BLAS stays at one thread at any size
+        #: beside OpenMP and the large products split over the team (parallel.product_shards)
         self.single_thread_work_beside_openmp = single_thread_work_beside_openmp
         self._active: dict[int, np.ndarray] = {}
 
@@ -223,11 +225,16 @@ class Driver:
         return parallel.run([lambda p=p: one(p) for p in range(parts)])
 
     def _alone(self, task: Callable[[], Any], work: int) -> Any:
-        """task() of one part: a small one (< single_thread_work multiply-adds, or
-        single_thread_work_beside_openmp beside another OpenMP pool) with BLAS at one thread;
-        below BLAS_THREADS_MACS BLAS stays on one thread by itself."""
-        limit = self.single_thread_work_beside_openmp if parallel.is_beside_openmp() else \
-            self.single_thread_work
+        """task() of one part: a small one (< single_thread_work multiply-adds; beside
+        another OpenMP pool single_thread_work_beside_openmp, or any size where the loops
+        call no BLAS) with BLAS at one thread; below BLAS_THREADS_MACS BLAS stays on one
+        thread by itself."""
+        limit = self.single_thread_work
+        if parallel.is_beside_openmp():
+            # with the loops' step products off BLAS, nothing gains from BLAS's threads there:
+            # the large products split over the team, torch's own pool, instead
+            limit = self.single_thread_work_beside_openmp if not self.products.blas_free_rows \
+                else 1 << 62
         if self.products.splits_batch and parallel.BLAS_THREADS_MACS <= work < limit:
             return parallel.single_threaded(task)
         return task()

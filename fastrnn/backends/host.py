@@ -11,14 +11,27 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .. import parallel
+
+
+def _rows(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Rows [lo, hi) of the T*B rows of a [T,B,F] array, as a C-contiguous [1,hi-lo,F] view."""
+    return a.reshape(1, -1, a.shape[-1])[:, lo:hi]
+
 
 class HostProducts:
     """:class:`~fastrnn.backends.driver.Products` on NumPy arrays, over a backend's compiled
-    ``project(x, w, bias)``, ``matmul_nn``, ``matmul_tn``, ``column_sums``, and the input
-    side's LayerNorm: ``layer_norm(a, gain, shifts)``, ``layer_norm_backward`` and
-    ``column_dots`` (a row's statistics and its backward in one pass over the row, the gain's
-    gradient in the same pass). `blas_free_rows`: the products of at most this many rows run
-    on the backend's own kernels, not BLAS (:class:`~fastrnn.backends.driver.Products`)."""
+    ``project(x, w, bias, out)``, ``matmul_nn(a, w, out)``, ``matmul_tn``, ``column_sums``,
+    and the input side's LayerNorm: ``layer_norm(a, gain, shifts)``, ``layer_norm_backward``
+    and ``column_dots`` (a row's statistics and its backward in one pass over the row, the
+    gain's gradient in the same pass). `blas_free_rows`: the products of at most this many
+    rows run on the backend's own kernels, not BLAS
+    (:class:`~fastrnn.backends.driver.Products`).
+
+    Inside a torch program a large whole-sequence product of a one-part call is split over
+    the cores (:func:`fastrnn.parallel.product_shards`: its rows in shards, one region on the
+    OpenMP team, torch's pool), where BLAS's own threads would spin against torch's
+    workers."""
 
     splits_batch = True
 
@@ -27,8 +40,8 @@ class HostProducts:
                  column_dots: Callable, blas_free_rows: int = 0):
         self.blas_free_rows = blas_free_rows
         self._project = project
-        self.matmul_nn = matmul_nn
-        self.matmul_tn = matmul_tn
+        self._matmul_nn = matmul_nn
+        self._matmul_tn = matmul_tn
         self.column_sums = column_sums
         self.layer_norm = layer_norm
         self.layer_norm_backward = layer_norm_backward
@@ -66,7 +79,44 @@ class HostProducts:
 
     def project(self, x: np.ndarray, w: np.ndarray, biases: tuple) -> np.ndarray:
         bias = sum(biases[1:], biases[0]) if biases else self.absent(x.dtype, 1)
-        return self._project(x, w, bias)
+        T, B, I = x.shape
+        out = np.empty((T, B, w.shape[0]), x.dtype)
+        shards = parallel.product_shards(T * B, T * B * I * w.shape[0])
+        if shards is None:
+            self._project(x, w, bias, out)
+        else:
+            parallel.run([lambda lo=lo, hi=hi: self._project(_rows(x, lo, hi), w, bias,
+                                                             _rows(out, lo, hi))
+                          for lo, hi in shards])
+        return out
+
+    def matmul_nn(self, a: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """a [T,B,G] @ w [G,I]: [T,B,I]."""
+        T, B, G = a.shape
+        out = np.empty((T, B, w.shape[1]), a.dtype)
+        shards = parallel.product_shards(T * B, T * B * G * w.shape[1])
+        if shards is None:
+            self._matmul_nn(a, w, out)
+        else:
+            parallel.run([lambda lo=lo, hi=hi: self._matmul_nn(_rows(a, lo, hi), w,
+                                                               _rows(out, lo, hi))
+                          for lo, hi in shards])
+        return out
+
+    def matmul_tn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """a [T,B,M]^T @ b [T,B,N] over all T*B rows: [M,N] (split: the shards' partial
+        sums, added)."""
+        rows = a.shape[0] * a.shape[1]
+        shards = parallel.product_shards(rows, rows * a.shape[2] * b.shape[2])
+        if shards is None:
+            return self._matmul_tn(a, b)
+        parts = parallel.run([lambda lo=lo, hi=hi: self._matmul_tn(_rows(a, lo, hi),
+                                                                   _rows(b, lo, hi))
+                              for lo, hi in shards])
+        total = parts[0]
+        for part in parts[1:]:
+            total += part
+        return total
 
     def multiply(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a * b

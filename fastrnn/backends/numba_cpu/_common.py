@@ -284,12 +284,11 @@ def matmul_w(a, w, out, n):
 
 
 @jit
-def project(x, w, bias):
-    """x [T,B,I] @ w^T + bias for w [G,I], bias [G] or [0] (none): the input projection of
-    every step, [T,B,G]."""
+def project(x, w, bias, out):
+    """out [T,B,G] = x [T,B,I] @ w^T + bias for w [G,I], bias [G] or [0] (none): the input
+    projection of every step."""
     T, B, I = x.shape
     G = w.shape[0]
-    out = np.empty((T, B, G), x.dtype)
     flat = out.reshape(T * B, G)
     if I == 0:  # no input features: numba's np.dot refuses the empty inner dimension
         flat[:] = 0
@@ -299,7 +298,6 @@ def project(x, w, bias):
         for r in range(T * B):
             for j in range(G):
                 flat[r, j] += bias[j]
-    return out
 
 
 @jit
@@ -312,13 +310,11 @@ def matmul_tn(a, b):
 
 
 @jit
-def matmul_nn(a, w):
-    """a [T,B,G] @ w [G,I] -> [T,B,I] (the input gradient)."""
+def matmul_nn(a, w, out):
+    """out [T,B,I] = a [T,B,G] @ w [G,I] (the input gradient)."""
     T, B, G = a.shape
-    out = np.empty((T, B, w.shape[1]), a.dtype)
     if w.shape[1] > 0:  # (no input features: nothing to compute)
         np.dot(a.reshape(T * B, G), w, out.reshape(T * B, w.shape[1]))
-    return out
 
 
 @jit
