@@ -18,13 +18,12 @@ import numpy as np
 from . import parallel
 
 #: a product is split over the cores from this many multiply-adds on, in shards of at least
-#: MIN_SHARD_ROWS rows of the result; between parallel.BLAS_THREADS_MACS and this it runs
+#: parallel.MIN_SHARD_ROWS rows of the result; between parallel.BLAS_THREADS_MACS and this it runs
 #: with BLAS at one thread: a region's start costs more than it saves there, and a BLAS pool
 #: woken for it spins against the kernels afterwards (a seq2seq training batch, whose
 #: attention makes products of 1M multiply-adds at every decoder step: 122 ms, 58 ms with
 #: them on one thread)
 MIN_SPLIT_MACS = 1 << 22
-MIN_SHARD_ROWS = 16
 
 
 def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False,
@@ -36,7 +35,7 @@ def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False,
     M, K = a.shape
     N = b.shape[1]
     work = M * N * K
-    shards = parallel.shards(M, parallel.cores(), MIN_SHARD_ROWS) \
+    shards = parallel.shards(M, parallel.cores(), parallel.MIN_SHARD_ROWS) \
         if work >= MIN_SPLIT_MACS else [(0, M)]
     if len(shards) == 1:
         if work >= parallel.BLAS_THREADS_MACS:

@@ -31,11 +31,12 @@ except ImportError:  # Cython extensions not built: a thread pool of our own
 BLAS_THREADS_MACS = 1 << 18
 
 #: :func:`product_shards` splits a kernel call's product over the cores from this many
-#: multiply-adds on, in shards of at least MIN_SHARD_ROWS rows. Measured through
+#: multiply-adds on, in shards of at least MIN_SHARD_ROWS rows (the model API's products,
+#: :mod:`fastrnn.linalg`, use the same shards from a lower threshold). Measured through
 #: fastrnn.torch on 2 cores: an Elman RNN T=100 B=8 I=64 H=128 training step, whose products
 #: have 6.5M-13M, took 3.6 ms with them split and 3.1 whole; LSTM T=100 B=4 I=H=512 (419M
 #: each) 54 ms split, 67-88 with BLAS's own threads beside torch's workers
-MIN_SPLIT_MACS = 1 << 24
+KERNEL_SPLIT_MACS = 1 << 24
 MIN_SHARD_ROWS = 16
 
 _local = threading.local()
@@ -144,7 +145,7 @@ def product_shards(rows: int, work: int) -> list[tuple[int, int]] | None:
     core while the others idle. Not inside a region (every core is busy already), and not in
     a NumPy program, where a one-part call lets BLAS use its own threads: team regions beside
     BLAS's spinning workers made an Elman RNN training step (T=100 B=8 H=128) 4.5x slower."""
-    if work < MIN_SPLIT_MACS or not getattr(_local, "blas_one", False) \
+    if work < KERNEL_SPLIT_MACS or not getattr(_local, "blas_one", False) \
             or not is_beside_openmp():
         return None
     parts = shards(rows, cores(), MIN_SHARD_ROWS)

@@ -150,7 +150,7 @@ def _run_stack(save: bool, spec: stack.StackSpec, backend: backends.Backend, dro
     params = {name: ops.from_torch(w) for name, w in zip(names, weights, strict=True)}
     x_a = ops.from_torch(x)
     if index is not None:  # packed rows -> padded grid, one gather
-        index = ops.index(index)
+        index = ops.index(index)  # (a no-op on an index it converted already)
         padded = ops.zeros((T * B, x_a.shape[1]), x_a)
         padded[index] = x_a
         x_a = padded.reshape(T, B, -1)
@@ -177,9 +177,11 @@ class _StackFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec: stack.StackSpec, backend: backends.Backend, dropout: bool,
                 names: list[str], lengths, index, T, B, x, h0, c0, *weights):
+        if index is not None:  # once, for backward too (_run_stack takes it as converted)
+            index = _ops_for(x.device).index(index)
         y, h_n, c_n, ctx.tape = _run_stack(True, spec, backend, dropout, names, lengths,
                                            index, T, B, x, h0, c0, *weights)
-        ctx.index = None if index is None else ctx.tape.ops.index(index)
+        ctx.index = index
         ctx.T, ctx.names, ctx.given = T, names, (h0 is not None, c0 is not None)
         ctx.save_for_backward(*weights)  # torch refuses backward if they change in place
         if c_n is None:

@@ -139,7 +139,7 @@ def _beside_openmp_with_blas_at_one(task):
 def test_products_split_only_where_they_would_run_on_one_core():
     """Beside torch's OpenMP pool, in a call with BLAS at one thread, and nowhere else (a
     NumPy program's calls keep BLAS's own threads)."""
-    big, rows = parallel.MIN_SPLIT_MACS, 1000
+    big, rows = parallel.KERNEL_SPLIT_MACS, 1000
     assert parallel.product_shards(rows, big) is None
     assert parallel.single_threaded(lambda: parallel.product_shards(rows, big)) is None
     assert parallel.beside_openmp(lambda: parallel.product_shards(rows, big)) is None

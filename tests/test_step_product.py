@@ -92,6 +92,16 @@ for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-13)):
         assert (empty == 0).all()
         assert (P.matmul_nn(np.ones((1, rows, 0), dtype), np.ones((0, 5), dtype)) == 0).all()
     assert (P.matmul_tn(np.ones((0, 3, 4), dtype), np.ones((0, 3, 5), dtype)) == 0).all()
+    for call in (lambda: seq.project(np.ones((1, 3, 4), dtype), np.ones((5, 4), dtype),
+                                     np.zeros(5, dtype), np.empty((1, 3, 6), dtype)),
+                 lambda: seq.matmul_nn(np.ones((1, 3, 5), dtype), np.ones((5, 4), dtype),
+                                       np.empty((1, 2, 4), dtype))):
+        try:
+            call()
+        except ValueError as exc:
+            assert "out must be" in str(exc)
+        else:
+            raise AssertionError("an output of the wrong shape was accepted")
 print(seq.blas_free_rows())
 """
 

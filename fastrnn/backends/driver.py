@@ -43,6 +43,7 @@ empty tuple. ``relu`` is :attr:`Cell.act_code <fastrnn.cells.Cell.act_code>`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -229,12 +230,12 @@ class Driver:
         another OpenMP pool single_thread_work_beside_openmp, or any size where the loops
         call no BLAS) with BLAS at one thread; below BLAS_THREADS_MACS BLAS stays on one
         thread by itself."""
-        limit = self.single_thread_work
+        limit: float = self.single_thread_work
         if parallel.is_beside_openmp():
             # with the loops' step products off BLAS, nothing gains from BLAS's threads there:
             # the large products split over the team, torch's own pool, instead
-            limit = self.single_thread_work_beside_openmp if not self.products.blas_free_rows \
-                else 1 << 62
+            limit = math.inf if self.products.blas_free_rows else \
+                self.single_thread_work_beside_openmp
         if self.products.splits_batch and parallel.BLAS_THREADS_MACS <= work < limit:
             return parallel.single_threaded(task)
         return task()
