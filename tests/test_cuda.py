@@ -91,6 +91,27 @@ def test_device_arrays_in_device_arrays_out(kernels):
         be.forward("lstm", *dev_args[1:6], cuda.to_device(np.zeros((3, 3))), dev_args[7])
 
 
+def test_axes_of_length_one_take_any_stride():
+    """NumPy's x[None] has stride 0 on its new axis. numba's device arrays call such an array
+    non-contiguous and refuse to reshape it (seen on an H100; the simulator reshapes it):
+    a T=1, B=1 input with strides (0, 0, 8), from the host and already on the device."""
+    from numba import cuda
+
+    pb = make_problem("gru", 1, 1, 3, 4, seed=5)
+    x = pb.x[0, 0][None, None]
+    assert x.strides[:2] == (0, 0)
+    be = backends.get("cuda")
+    want = backends.get("reference").forward(*pb.args(), **pb.kwargs())
+    for given in (x, cuda.to_device(x)):
+        out = be.forward(pb.cell, given, *pb.args()[2:], **pb.kwargs())
+        y = out.y if isinstance(out.y, np.ndarray) else out.y.copy_to_host()
+        np.testing.assert_allclose(y, want.y, rtol=1e-12)
+        grads = be.backward(pb.dy, pb.dh_n, pb.dc_n, out.ctx)
+        dx = grads.dx if isinstance(grads.dx, np.ndarray) else grads.dx.copy_to_host()
+        np.testing.assert_allclose(dx, backends.get("reference").backward(
+            pb.dy, pb.dh_n, pb.dc_n, want.ctx).dx, rtol=1e-10)
+
+
 def test_the_stack_runs_on_it_unchanged():
     x = np.random.default_rng(0).standard_normal((3, 2, 2))
     ours = fastrnn.LSTM(2, 3, num_layers=2, bidirectional=True, dtype=np.float64,

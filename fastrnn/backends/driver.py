@@ -267,8 +267,9 @@ class Driver:
                      grads: tuple, defer_weights: bool = False):
         """One part's dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr (None without a projection) and
         the gradients of the LayerNorm gains and shifts (a tuple, in ``cell.norms`` order):
-        whole-sequence GEMMs over the (step, row) pairs the sequences own, so padding costs
-        nothing here (and buffers are read only where the loops wrote them).
+        whole-sequence GEMMs over the (step, row) pairs the sequences own where the products
+        split the batch (host), so padding costs nothing here and buffers are read only where
+        the loops wrote them; device products run over the whole grid (their empty() fills).
         `defer_weights` (one step): dw_ih and dw_hh as their factors
         (:class:`~fastrnn.backends.contract.WeightRows`, the input copied: the caller's)."""
         P = self.products
@@ -492,7 +493,8 @@ class Driver:
             own = [P.copy(plan.gather(d, 0, p)) for d in dstates]  # updated in place
             dc = own[1] if len(own) > 1 else P.absent(dtype, 2)
             T, rows = dyp.shape[0], dyp.shape[1]
-            # read (by _param_grads) only where the loop wrote them: the pairs that ran
+            # read (by _param_grads) only where the loop wrote them on the host: the pairs
+            # that ran
             dg_in = P.empty((T, rows, G), dtype)
             dg_rec = P.empty((T, rows, G), dtype) if cell.split_recurrent else dg_in
             dh_out = P.zeros((T, rows, Hp), dtype) if cell.projection else P.absent(dtype, 3)

@@ -37,7 +37,8 @@ def available() -> tuple[bool, str]:
     try:
         if not cuda.is_available():
             return False, "no CUDA GPU or driver found (numba.cuda.is_available() is False)"
-        return True, f"GPU {cuda.get_current_device().name.decode()}"
+        name = cuda.get_current_device().name  # bytes in numba's own cuda, str in numba-cuda
+        return True, f"GPU {name.decode() if isinstance(name, bytes) else name}"
     except Exception as exc:  # a broken driver install
         return False, f"CUDA unavailable: {exc}"
 
@@ -48,6 +49,36 @@ def _cuda():
     from . import kernels
 
     return cuda, kernels
+
+
+def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """The byte strides of a C-ordered array of `shape`."""
+    strides, step = [], itemsize
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
+def _c_strided(a):
+    """`a` with C strides on every axis, as a view of the same memory. NumPy and torch give
+    an axis of length 1 any stride (``x[None]``: 0); numba's device arrays then call the
+    array non-contiguous and refuse to reshape it (seen on an H100 with numba-cuda 0.30.4; the
+    simulator reshapes it like NumPy). Arrays strided along longer axes are returned as
+    they are."""
+    want = _c_strides(a.shape, a.dtype.itemsize)
+    have = tuple(a.strides)
+    if have == want or any(n > 1 and s != w for n, s, w in zip(a.shape, have, want, strict=True)):
+        return a
+    if isinstance(a, np.ndarray):
+        return np.lib.stride_tricks.as_strided(a, a.shape, want)
+    from numba import config
+
+    if config.ENABLE_CUDASIM:  # the simulator's arrays reshape as NumPy does
+        return a
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    return DeviceNDArray(a.shape, want, a.dtype, stream=a.stream, gpu_data=a.gpu_data)
 
 
 def _flat(a):
@@ -70,10 +101,10 @@ class DeviceProducts:
         if a is None:
             return None
         if isinstance(a, np.ndarray):
-            return cuda.to_device(np.ascontiguousarray(a))
-        if hasattr(a, "__cuda_ndarray__"):  # a numba device array already (real or simulated)
-            return a
-        return cuda.as_cuda_array(a)  # any other __cuda_array_interface__ object, zero-copy
+            return cuda.to_device(_c_strided(np.ascontiguousarray(a)))
+        if not hasattr(a, "__cuda_ndarray__"):  # any other __cuda_array_interface__ object
+            a = cuda.as_cuda_array(a)  # zero-copy
+        return _c_strided(a)
 
     def output(self, a: Any, host: bool):
         return a.copy_to_host() if host and a is not None else a
@@ -88,8 +119,10 @@ class DeviceProducts:
         return out
 
     def empty(self, shape: tuple[int, ...], dtype):
-        """Zero-filled as well: the CUDA loops' writes have not been checked on a real GPU
-        against reads of entries they leave untouched."""
+        """Zero-filled as well: the whole-grid products that follow a ragged batch's loops
+        (dx, dw_ih, the LayerNorm gains' gradients) read the padding pairs, which no loop
+        writes, so they must hold zeros (left unfilled, dx came out wrong on an H100 and NaN
+        when poisoned in the simulator)."""
         return self.zeros(shape, dtype)
 
     def copy(self, a: Any):
