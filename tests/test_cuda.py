@@ -184,3 +184,37 @@ def test_jordan_cells_name_the_backends_that_have_them():
     with pytest.raises(NotImplementedError, match=r"no jordan_tanh_tanh kernels yet; the CPU "
                                                   r"backends \(reference, numba, cython\)"):
         backends.get("cuda").forward(*pb.args(), **pb.kwargs())
+
+
+def test_repeated_launches_convert_each_argument_list_once(monkeypatch):
+    """A per-step kernel is launched through numba once per distinct argument list (arrays
+    by identity, other values by value), then from the prepared list with the step (a Python
+    int) updated; where nothing could be prepared, numba launches it every time."""
+    import ctypes
+
+    from fastrnn.backends.cuda import launch
+
+    class DeviceArray:
+        __cuda_ndarray__ = True
+
+    a, b = DeviceArray(), DeviceArray()
+    through_numba, prepared_launches = [], []
+
+    def prepare(configured, args):
+        step = ctypes.c_int64(args[0])
+        return (lambda arr, s, flag: prepared_launches.append((arr, s.value, flag)),
+                (args[1], step, args[2]), [(0, step)])
+
+    monkeypatch.setattr(launch, "_prepare", prepare)
+    repeated = launch.Repeated(lambda *args: through_numba.append(args))
+    for s, arr, flag in [(0, a, True), (1, b, True), (2, a, True), (3, b, True), (4, a, False),
+                         (5, a, False)]:
+        repeated(s, arr, flag)
+    assert through_numba == [(0, a, True), (1, b, True), (4, a, False)]
+    assert prepared_launches == [(a, 2, True), (b, 3, True), (a, 5, False)]
+
+    monkeypatch.setattr(launch, "_prepare", lambda configured, args: None)
+    repeated, through_numba[:] = launch.Repeated(lambda *args: through_numba.append(args)), []
+    for s in range(3):
+        repeated(s, a, True)
+    assert through_numba == [(0, a, True), (1, a, True), (2, a, True)]

@@ -4,7 +4,8 @@ signature (:mod:`fastrnn.backends.driver`; absent arrays are None here).
 Each loop picks its kernel kind per call: when w_hh and the loop's state fit in a block's
 shared memory (:func:`persistent_launch`), one persistent kernel runs the whole time loop (one
 block per sequence); otherwise one fused kernel per step (tiles of sequences x units, any
-size), the state double-buffered between steps. ``steps`` (:class:`Steps`) holds the
+size), the state double-buffered between steps and each step's kernels launched through
+:class:`~.launch.Repeated` (arguments converted once per call, not per step). ``steps`` (:class:`Steps`) holds the
 sequences' lengths on the GPU: every kernel follows each sequence over its own valid steps, in
 the caller's batch order. States enter as the initial ones and leave as the final ones.
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from .launch import Repeated
 
 #: Threads a block may have: the persistent kernels use one per unit.
 MAX_THREADS = 1024
@@ -100,8 +103,8 @@ def lstm_forward(xw, w_hh, b_rec, w_hr, norms, h, c, steps: Steps, reverse, trai
             h_prev, gates, c_prev, tanh_c)
         return
     m = cuda.device_array((B, H), dtype) if project else _unused(dtype, 2)
-    cell_step = _tiled(k.lstm_step, H, B)
-    project_step = _tiled(k.lstm_project_step, Hp, B)
+    cell_step = Repeated(_tiled(k.lstm_step, H, B))
+    project_step = Repeated(_tiled(k.lstm_project_step, Hp, B))
 
     def step(s, h_now, h_next):
         cell_step(s, xw, w_hh, h_now, c, steps.lengths, reverse, training, project, one, m, y,
@@ -126,9 +129,9 @@ def lstm_backward(dy, dh, dc, w_hh, w_hr, norms, steps: Steps, reverse, relu, h_
         return
     dg = cuda.device_array((B, G), dtype)
     d = cuda.device_array((B, Hp), dtype) if project else _unused(dtype, 2)
-    dh_step = _tiled(k.lstm_dh_step, Hp, B)
-    grad_step = _tiled(k.lstm_grad_step, H, B)
-    recurrent_step = _tiled(k.recurrent_grad_step, Hp, B)
+    dh_step = Repeated(_tiled(k.lstm_dh_step, Hp, B))
+    grad_step = Repeated(_tiled(k.lstm_grad_step, H, B))
+    recurrent_step = Repeated(_tiled(k.recurrent_grad_step, Hp, B))
 
     def step(s, dh_now, dh_next):
         if project:
@@ -157,7 +160,7 @@ def gru_forward(xw, w_hh, b_rec, w_hr, norms, h, c, steps: Steps, reverse, train
             xw, w_hh, b_rec, h, steps.lengths, reverse, training, one, y, h, h_prev, gates,
             hw_n)
         return
-    cell_step = _tiled(k.gru_step, H, B)
+    cell_step = Repeated(_tiled(k.gru_step, H, B))
 
     def step(s, h_now, h_next):
         cell_step(s, xw, w_hh, b_rec, h_now, steps.lengths, reverse, training, one, y, h_next,
@@ -180,8 +183,8 @@ def gru_backward(dy, dh, dc, w_hh, w_hr, norms, steps: Steps, reverse, relu, h_p
             dy, dh, w_hh, steps.lengths, reverse, one, h_prev, gates, hw_n, dg_in, dg_rec, dh)
         return
     dg, direct = cuda.device_array((B, G), dtype), cuda.device_array((B, H), dtype)
-    grad_step = _tiled(k.gru_grad_step, H, B)
-    recurrent_step = _tiled(k.recurrent_grad_step, H, B)
+    grad_step = Repeated(_tiled(k.gru_grad_step, H, B))
+    recurrent_step = Repeated(_tiled(k.recurrent_grad_step, H, B))
 
     def step(s, dh_now, dh_next):
         grad_step(s, dy, dh_now, steps.lengths, reverse, one, h_prev, gates, hw_n, dg_in,
@@ -207,7 +210,7 @@ def rnn_forward(xw, w_hh, b_rec, w_hr, norms, h, c, steps: Steps, reverse, train
         k.rnn_forward[B, threads, 0, shared](
             xw, w_hh, h, steps.lengths, reverse, training, relu, one, y, h, h_prev, h_new)
         return
-    cell_step = _tiled(k.rnn_step, H, B)
+    cell_step = Repeated(_tiled(k.rnn_step, H, B))
 
     def step(s, h_now, h_next):
         cell_step(s, xw, w_hh, h_now, steps.lengths, reverse, training, relu, one, y, h_next,
@@ -230,8 +233,8 @@ def rnn_backward(dy, dh, dc, w_hh, w_hr, norms, steps: Steps, reverse, relu, h_p
             dy, dh, w_hh, steps.lengths, reverse, relu, one, h_new, dg_in, dh)
         return
     dg = cuda.device_array((B, H), dtype)
-    grad_step = _tiled(k.rnn_grad_step, H, B)
-    recurrent_step = _tiled(k.recurrent_grad_step, H, B)
+    grad_step = Repeated(_tiled(k.rnn_grad_step, H, B))
+    recurrent_step = Repeated(_tiled(k.recurrent_grad_step, H, B))
 
     def step(s, dh_now, dh_next):
         grad_step(s, dy, dh_now, steps.lengths, reverse, relu, one, h_new, dg_in, dg)
@@ -252,7 +255,7 @@ def _ln_setup(h, w_hh, y):
 
     B, G, dtype = h.shape[0], w_hh.shape[0], y.dtype
     placeholder = _unused(dtype, 1)
-    product = _tiled(k.gemm, G, B)
+    product = Repeated(_tiled(k.gemm, G, B))
 
     def recurrent(h_now, hw):  # hw = h_now @ w_hh.T
         product(h_now, False, w_hh, True, hw, placeholder, False, placeholder, False,
@@ -267,7 +270,7 @@ def ln_lstm_forward(xw, w_hh, b_rec, w_hr, norms, h, c, steps: Steps, reverse, t
     g_hh, g_c, b_c = norms
     gates, c_prev, hw_hat, c_hat, tanh_c, rstd = buffers
     hw = cuda.device_array((B, G), dtype)
-    cell_step = lk.ln_lstm_step[B, lk.threads_for(G)]
+    cell_step = Repeated(lk.ln_lstm_step[B, lk.threads_for(G)])
 
     def step(s, h_now, h_next):
         recurrent(h_now, hw)
@@ -284,8 +287,8 @@ def ln_lstm_backward(dy, dh, dc, w_hh, w_hr, norms, steps: Steps, reverse, relu,
     gates, c_prev, hw_hat, c_hat, tanh_c, rstd = buffers
     d_hw, d_cn = grads
     dgw = cuda.device_array((B, G), dtype)
-    grad_step = lk.ln_lstm_grad_step[B, lk.threads_for(G)]
-    recurrent_step = _tiled(k.recurrent_grad_step, dh.shape[1], B)
+    grad_step = Repeated(lk.ln_lstm_grad_step[B, lk.threads_for(G)])
+    recurrent_step = Repeated(_tiled(k.recurrent_grad_step, dh.shape[1], B))
 
     def step(s, dh_now, dh_next):
         grad_step(s, dy, dh_now, dc, g_hh, g_c, steps.lengths, reverse, one, gates, c_prev,
@@ -300,7 +303,7 @@ def ln_gru_forward(xw, w_hh, b_rec, w_hr, norms, h, c, steps: Steps, reverse, tr
     cuda, _, lk, B, G, dtype, one, recurrent = _ln_setup(h, w_hh, y)
     gates, hw_n, hw_hat, rstd = buffers
     hw = cuda.device_array((B, G), dtype)
-    cell_step = lk.ln_gru_step[B, lk.threads_for(G)]
+    cell_step = Repeated(lk.ln_gru_step[B, lk.threads_for(G)])
 
     def step(s, h_now, h_next):
         recurrent(h_now, hw)
@@ -317,8 +320,8 @@ def ln_gru_backward(dy, dh, dc, w_hh, w_hr, norms, steps: Steps, reverse, relu, 
     (d_hw,) = grads
     dgw = cuda.device_array((B, G), dtype)
     direct = cuda.device_array(dh.shape, dtype)
-    grad_step = lk.ln_gru_grad_step[B, lk.threads_for(G)]
-    recurrent_step = _tiled(k.recurrent_grad_step, dh.shape[1], B)
+    grad_step = Repeated(lk.ln_gru_grad_step[B, lk.threads_for(G)])
+    recurrent_step = Repeated(_tiled(k.recurrent_grad_step, dh.shape[1], B))
 
     def step(s, dh_now, dh_next):
         grad_step(s, dy, dh_now, norms[0], steps.lengths, reverse, one, h_prev, gates, hw_n,
