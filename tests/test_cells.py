@@ -403,6 +403,44 @@ def test_patch_swaps_the_cells_too():
     assert torch.nn.LSTMCell is not ft.LSTMCell
 
 
+def test_fastrnn_torch_cells_see_every_change_of_their_weights():
+    """The cells keep NumPy views of their weights between steps: an in-place update, a
+    weight given new storage (``param.data = ...``), a deep copy and a dtype change must all
+    show in the next step as they do in torch.nn's cell."""
+    import copy
+
+    import fastrnn.torch as ft
+
+    torch.manual_seed(0)
+    ours, theirs = ft.LSTMCell(3, 4, dtype=torch.float64), torch.nn.LSTMCell(
+        3, 4, dtype=torch.float64)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 3, dtype=torch.float64)
+
+    def same():
+        with torch.no_grad():
+            for a, b in zip(ours(x), theirs(x), strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+    same()
+    with torch.no_grad():
+        for m in (ours, theirs):
+            m.weight_hh.mul_(1.5)  # in place: as an optimizer step
+    same()
+    new = torch.randn(16, 3, dtype=torch.float64)
+    ours.weight_ih.data, theirs.weight_ih.data = new.clone(), new.clone()  # new storage
+    same()
+    ours, theirs = copy.deepcopy(ours), copy.deepcopy(theirs)
+    with torch.no_grad():
+        ours.bias_ih.add_(1.0)
+        theirs.bias_ih.add_(1.0)
+    same()
+    ours, theirs, x = ours.float(), theirs.float(), x.float()
+    with torch.no_grad():
+        for a, b in zip(ours(x), theirs(x), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_layernorm_cells_in_torch_equal_the_numpy_cells():
     import fastrnn.torch as ft
 

@@ -186,6 +186,13 @@ def _cells_with(flag: str) -> str:
     return " or ".join(c.name for c in cells.CELLS.values() if getattr(c, flag))
 
 
+def _all_writable(a: Any) -> bool:
+    """Whether `a` (an array, None or a tuple of them) surely holds no read-only array."""
+    if type(a) is tuple:
+        return all(type(v) is not tuple and _all_writable(v) for v in a)
+    return not isinstance(a, np.ndarray) or a.flags.writeable
+
+
 class Backend:
     """One backend behind the uniform, validated kernel contract."""
 
@@ -203,8 +210,8 @@ class Backend:
         """The arrays as the kernels take them: for a module that cannot read read-only
         buffers (np.load(mmap_mode='r'), np.frombuffer, a weight made read-only), such an
         array is copied once; None, tuples of arrays and writable arrays pass unchanged."""
-        if self.reads_read_only:
-            return arrays
+        if self.reads_read_only or all(_all_writable(a) for a in arrays):
+            return arrays  # (the common case, checked first: a step pays it on every call)
 
         def own(a: Any) -> Any:
             if isinstance(a, tuple):
