@@ -482,18 +482,24 @@ class LayerNormGRU(RNNBase):
 
 
 class _WeightViews:
-    """NumPy views of a cell module's weights, made again only when a weight's storage
-    changes (``param.data = ...``): in-place updates (optimizer steps) show through them, and
-    a step saves the weights' conversions (~1.5 us each)."""
+    """NumPy views of a cell module's weights, made again only when a weight's memory or
+    layout changes (``param.data = ...``): in-place updates (optimizer steps) show through
+    them, and a step saves the weights' conversions (~1.5 us each)."""
 
     def __init__(self):
-        self._current: tuple[list, list] = ([], [])  # (storage addresses, views): one object
+        self._current: tuple[list, list] = ([], [])  # (addresses and strides, views): one
+        # object, replaced whole
 
     def of(self, weights: list[torch.Tensor]) -> list[np.ndarray]:
-        key = [w.data_ptr() for w in weights]  # (a view keeps its storage, so the address
-        current = self._current  # of another tensor never equals a cached one)
+        # (a cached view keeps its memory alive, so another tensor never has its address;
+        # the strides tell a transposed view of the same memory)
+        key = [(w.data_ptr(), w.stride()) for w in weights]
+        current = self._current
         if current[0] != key:
-            current = self._current = (key, [w.detach().numpy() for w in weights])
+            views = [w.detach().numpy() for w in weights]
+            if not all(v.flags.c_contiguous for v in views):  # the kernels take C order: a
+                return [np.ascontiguousarray(v) for v in views]  # copy, made at every step
+            current = self._current = (key, views)  # (a copy kept would miss updates)
         return current[1]
 
     def __getstate__(self) -> dict:  # (copies and pickles of the module make their own)

@@ -405,8 +405,8 @@ def test_patch_swaps_the_cells_too():
 
 def test_fastrnn_torch_cells_see_every_change_of_their_weights():
     """The cells keep NumPy views of their weights between steps: an in-place update, a
-    weight given new storage (``param.data = ...``), a deep copy and a dtype change must all
-    show in the next step as they do in torch.nn's cell."""
+    weight given new storage (``param.data = ...``) or a transposed view of its memory, a deep
+    copy and a dtype change must all show in the next step as they do in torch.nn's cell."""
     import copy
 
     import fastrnn.torch as ft
@@ -430,6 +430,22 @@ def test_fastrnn_torch_cells_see_every_change_of_their_weights():
     new = torch.randn(16, 3, dtype=torch.float64)
     ours.weight_ih.data, theirs.weight_ih.data = new.clone(), new.clone()  # new storage
     same()
+    ours_rnn, theirs_rnn = ft.RNNCell(4, 4, dtype=torch.float64), torch.nn.RNNCell(
+        4, 4, dtype=torch.float64)
+    theirs_rnn.load_state_dict(ours_rnn.state_dict())
+    x4 = torch.randn(2, 4, dtype=torch.float64)
+    with torch.no_grad():
+        ours_rnn(x4)
+        for m in (ours_rnn, theirs_rnn):  # the same memory, transposed (not C order)
+            m.weight_hh.data = m.weight_hh.data.t()
+        torch.testing.assert_close(ours_rnn(x4), theirs_rnn(x4), rtol=1e-12, atol=1e-12)
+        for m in (ours_rnn, theirs_rnn):
+            m.weight_hh.mul_(0.5)
+        torch.testing.assert_close(ours_rnn(x4), theirs_rnn(x4), rtol=1e-12, atol=1e-12)
+    for m in (ours_rnn, theirs_rnn):  # and its gradient, in training
+        m(x4, m(x4)).sum().backward()
+    torch.testing.assert_close(ours_rnn.weight_hh.grad, theirs_rnn.weight_hh.grad, rtol=1e-10,
+                               atol=1e-12)
     ours, theirs = copy.deepcopy(ours), copy.deepcopy(theirs)
     with torch.no_grad():
         ours.bias_ih.add_(1.0)

@@ -5,9 +5,10 @@ Each loop picks its kernel kind per call: when w_hh and the loop's state fit in 
 shared memory (:func:`persistent_launch`), one persistent kernel runs the whole time loop (one
 block per sequence); otherwise one fused kernel per step (tiles of sequences x units, any
 size), the state double-buffered between steps and each step's kernels launched through
-:class:`~.launch.Repeated` (arguments converted once per call, not per step). ``steps`` (:class:`Steps`) holds the
-sequences' lengths on the GPU: every kernel follows each sequence over its own valid steps, in
-the caller's batch order. States enter as the initial ones and leave as the final ones.
+:class:`~.launch.Repeated` (arguments converted once per call, not per step). ``steps``
+(:class:`Steps`) holds the sequences' lengths on the GPU: every kernel follows each sequence
+over its own valid steps, in the caller's batch order. States enter as the initial ones and
+leave as the final ones.
 """
 
 from __future__ import annotations
