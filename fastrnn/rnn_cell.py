@@ -68,6 +68,10 @@ class RNNCellBase(KernelModule):
                 np.full(shape, norms[arg], self.dtype) if arg in norms
                 else rng.uniform(-bound, bound, size=shape).astype(self.dtype))
         self._grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        #: (parameter name, shape) in kernel-argument order, and the arrays last checked
+        self._param_shapes = [(self._names[arg], shape)
+                              for arg, (_, shape) in self.spec.layer_parameters(0, 0).items()]
+        self._checked: tuple = ((), [], None)
         #: (backend, parameter name) -> the deferred gradients (WeightRows) of steps whose
         #: backward ran on that backend
         self._pending: dict[tuple[backends.Backend, str], list] = {}
@@ -151,6 +155,26 @@ class RNNCellBase(KernelModule):
         return [self._array(v, prefix + n, shape).reshape(B, H)
                 for v, n in zip(hx, names, strict=True)]
 
+    def _kernel_params(self) -> dict[str, np.ndarray]:
+        """{kernel argument: parameter} as the step kernels take them. A parameter replaced
+        by another array (``cell.params[name] = ...``) is checked once, by identity: wrong
+        dtype or shape raises, naming it; an array not in C order is copied at every step
+        (a copy kept would miss in-place updates)."""
+        arrays = [self.params[name] for name in self._names.values()]
+        key = tuple(map(id, arrays))
+        cached = self._checked  # (ids, the arrays (keeping those ids theirs), the dict or None)
+        if cached[0] == key and cached[2] is not None:
+            return cached[2]
+        for (name, shape), a in zip(self._param_shapes, arrays, strict=True):
+            if not isinstance(a, np.ndarray) or a.dtype != self.dtype or a.shape != shape:
+                what = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+                raise ValueError(f"params[{name!r}] must be a {self.dtype} array of shape "
+                                 f"{shape}, got {what}")
+        params = dict(zip(self._names, (np.ascontiguousarray(a) for a in arrays), strict=True))
+        contiguous = all(a.flags.c_contiguous for a in arrays)
+        self._checked = (key, arrays, params if contiguous else None)
+        return params
+
     def __call__(self, x: Any, hx: Any = None):
         return self.forward(x, hx)
 
@@ -166,7 +190,7 @@ class RNNCellBase(KernelModule):
         B, I, cell = 1 if unbatched else x.shape[0], self.spec.input_size, self._cell
         x = self._array(x, "x", (I,) if unbatched else (B, I))
         states = self._states(hx, B, unbatched)
-        p = {arg: self.params[name] for arg, name in self._names.items()}
+        p = self._kernel_params()
         new, ctx = self._backend.step_forward(
             cell, x.reshape(B, I), p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"),
             tuple(states), tuple(p[arg] for arg, _ in cell.norms), self.training)

@@ -204,6 +204,31 @@ def test_bad_input_gets_clear_errors():
         gru.backward(np.ones((1, 4)), np.ones((1, 4)))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_replaced_parameter_is_checked_and_taken_in_any_order(backend):
+    """cell.params[name] = another array: a wrong dtype or shape raises, naming it; an array
+    not in C order gives what its C-order copy gives, in-place updates to it included."""
+    cell = fastrnn.GRUCell(3, 4, dtype=np.float64, backend=backend, seed=0)
+    cell.eval()
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    w = cell.params["weight_hh"].copy()
+    for bad, shown in [(w.astype(np.float32), r"float32 \(12, 4\)"), (w[:6], r"float64 \(6, 4\)"),
+                       (w.tolist(), "list")]:
+        cell.params["weight_hh"] = bad
+        with pytest.raises(ValueError, match=r"params\['weight_hh'\] must be a float64 array "
+                                             rf"of shape \(12, 4\), got {shown}"):
+            cell(x)
+    cell.params["weight_hh"] = w
+    want = cell(x)
+    cell.params["weight_hh"] = fortran = np.asfortranarray(w)
+    np.testing.assert_allclose(cell(x), want, rtol=1e-13)
+    fortran *= 0.5
+    cell.params["weight_hh"] = w * 0.5
+    want = cell(x)
+    cell.params["weight_hh"] = fortran
+    np.testing.assert_allclose(cell(x), want, rtol=1e-13)
+
+
 # ---------------------------------------------------------------- against torch.nn
 
 
