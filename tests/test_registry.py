@@ -20,6 +20,25 @@ def test_available_reports_every_known_backend_with_a_reason():
     assert all(isinstance(why, str) and why for _, why in status.values())
 
 
+def test_cuda_names_a_numpy_its_numba_cuda_cannot_compile_with(monkeypatch):
+    """numba-cuda 0.30.4 fails at its first kernel compile under numpy 2.5 (np.row_stack is
+    gone): the CUDA backend reports that as the reason it is unavailable, before a call."""
+    from fastrnn.backends import cuda
+
+    def broken(name):
+        raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+
+    monkeypatch.setattr(cuda.importlib, "import_module", broken)
+    assert "cannot compile kernels with numpy" in cuda._compiler_problem()
+    assert "row_stack" in cuda._compiler_problem()
+
+    def other_numba(name):
+        raise ImportError(name)
+
+    monkeypatch.setattr(cuda.importlib, "import_module", other_numba)
+    assert cuda._compiler_problem() is None
+
+
 def test_get_default_and_environment_variable(monkeypatch):
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
     assert backends.get().name == backends.default_name()

@@ -12,6 +12,7 @@ and :mod:`.ln_kernels`.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import numpy as np
@@ -38,9 +39,26 @@ def available() -> tuple[bool, str]:
         if not cuda.is_available():
             return False, "no CUDA GPU or driver found (numba.cuda.is_available() is False)"
         name = cuda.get_current_device().name  # bytes in numba's own cuda, str in numba-cuda
-        return True, f"GPU {name.decode() if isinstance(name, bytes) else name}"
     except Exception as exc:  # a broken driver install
         return False, f"CUDA unavailable: {exc}"
+    problem = _compiler_problem()
+    if problem:
+        return False, problem
+    return True, f"GPU {name.decode() if isinstance(name, bytes) else name}"
+
+
+def _compiler_problem() -> str | None:
+    """Why numba-cuda could not compile a kernel here, found before the first call fails:
+    numba-cuda 0.30.4 registers ``np.row_stack`` when it compiles (its array module), and
+    numpy 2.5 has none (seen on an H100 machine). None where nothing is known to be wrong."""
+    try:
+        importlib.import_module("numba.cuda.np.arrayobj")
+    except ImportError:  # another numba's layout: nothing to tell in advance
+        return None
+    except AttributeError as exc:
+        return (f"numba-cuda cannot compile kernels with numpy {np.__version__} ({exc}): "
+                "install a numpy release it supports")
+    return None
 
 
 def _cuda():
