@@ -71,7 +71,7 @@ class RNNCellBase(KernelModule):
         #: (parameter name, shape) in kernel-argument order, and the arrays last checked
         self._param_shapes = [(self._names[arg], shape)
                               for arg, (_, shape) in self.spec.layer_parameters(0, 0).items()]
-        self._checked: tuple = ((), [], None)
+        self._checked: tuple = ((), [], {})
         #: (backend, parameter name) -> the deferred gradients (WeightRows) of steps whose
         #: backward ran on that backend
         self._pending: dict[tuple[backends.Backend, str], list] = {}
@@ -156,23 +156,21 @@ class RNNCellBase(KernelModule):
                 for v, n in zip(hx, names, strict=True)]
 
     def _kernel_params(self) -> dict[str, np.ndarray]:
-        """{kernel argument: parameter} as the step kernels take them. A parameter replaced
-        by another array (``cell.params[name] = ...``) is checked once, by identity: wrong
-        dtype or shape raises, naming it; an array not in C order is copied at every step
-        (a copy kept would miss in-place updates)."""
+        """{kernel argument: parameter}. A parameter replaced by another array
+        (``cell.params[name] = ...``) is checked once, by identity: a wrong type, dtype or
+        shape raises, naming it (an array not in C order is the kernel contract's to copy)."""
         arrays = [self.params[name] for name in self._names.values()]
         key = tuple(map(id, arrays))
-        cached = self._checked  # (ids, the arrays (keeping those ids theirs), the dict or None)
-        if cached[0] == key and cached[2] is not None:
+        cached = self._checked  # (ids, the arrays (keeping those ids theirs), the dict)
+        if cached[0] == key:
             return cached[2]
         for (name, shape), a in zip(self._param_shapes, arrays, strict=True):
             if not isinstance(a, np.ndarray) or a.dtype != self.dtype or a.shape != shape:
                 what = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
                 raise ValueError(f"params[{name!r}] must be a {self.dtype} array of shape "
                                  f"{shape}, got {what}")
-        params = dict(zip(self._names, (np.ascontiguousarray(a) for a in arrays), strict=True))
-        contiguous = all(a.flags.c_contiguous for a in arrays)
-        self._checked = (key, arrays, params if contiguous else None)
+        params = dict(zip(self._names, arrays, strict=True))
+        self._checked = (key, arrays, params)
         return params
 
     def __call__(self, x: Any, hx: Any = None):

@@ -484,7 +484,8 @@ class LayerNormGRU(RNNBase):
 class _WeightViews:
     """NumPy views of a cell module's weights, made again only when a weight's memory or
     layout changes (``param.data = ...``): in-place updates (optimizer steps) show through
-    them, and a step saves the weights' conversions (~1.5 us each)."""
+    them, and a step saves the weights' conversions (~1.5 us each). (A view not in C order,
+    a transposed weight's, is copied by the kernel contract at each step.)"""
 
     def __init__(self):
         self._current: tuple[list, list] = ([], [])  # (addresses and strides, views): one
@@ -496,10 +497,7 @@ class _WeightViews:
         key = [(w.data_ptr(), w.stride()) for w in weights]
         current = self._current
         if current[0] != key:
-            views = [w.detach().numpy() for w in weights]
-            if not all(v.flags.c_contiguous for v in views):  # the kernels take C order: a
-                return [np.ascontiguousarray(v) for v in views]  # copy, made at every step
-            current = self._current = (key, views)  # (a copy kept would miss updates)
+            current = self._current = (key, [w.detach().numpy() for w in weights])
         return current[1]
 
     def __getstate__(self) -> dict:  # (copies and pickles of the module make their own)

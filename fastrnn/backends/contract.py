@@ -186,11 +186,13 @@ def _cells_with(flag: str) -> str:
     return " or ".join(c.name for c in cells.CELLS.values() if getattr(c, flag))
 
 
-def _all_writable(a: Any) -> bool:
-    """Whether `a` (an array, None or a tuple of them) surely holds no read-only array."""
+def _taken_as_is(a: Any, read_only_ok: bool) -> bool:
+    """Whether `a` (an array, None or a tuple of them) goes to the kernels uncopied: arrays in
+    C order, and writable unless `read_only_ok`."""
     if type(a) is tuple:
-        return all(type(v) is not tuple and _all_writable(v) for v in a)
-    return not isinstance(a, np.ndarray) or a.flags.writeable
+        return all(type(v) is not tuple and _taken_as_is(v, read_only_ok) for v in a)
+    return not isinstance(a, np.ndarray) or (
+        a.flags.c_contiguous and (read_only_ok or a.flags.writeable))
 
 
 class Backend:
@@ -206,17 +208,20 @@ class Backend:
         #: whether the kernels take read-only arrays (Cython's typed memoryviews do not)
         self.reads_read_only = bool(getattr(module, "READS_READ_ONLY", True))
 
-    def _writable(self, *arrays: Any) -> tuple:
-        """The arrays as the kernels take them: for a module that cannot read read-only
-        buffers (np.load(mmap_mode='r'), np.frombuffer, a weight made read-only), such an
-        array is copied once; None, tuples of arrays and writable arrays pass unchanged."""
-        if self.reads_read_only or all(_all_writable(a) for a in arrays):
+    def _kernel_arrays(self, *arrays: Any) -> tuple:
+        """The arrays as the kernels take them: in C order (the cell modules' steps pass their
+        parameters unchecked: a transposed weight, say), and writable for a module that cannot
+        read read-only buffers (np.load(mmap_mode='r'), np.frombuffer, a weight made
+        read-only); any other array is copied once. None, tuples of arrays and arrays as the
+        kernels take them pass unchanged."""
+        read_only_ok = self.reads_read_only
+        if all(_taken_as_is(a, read_only_ok) for a in arrays):
             return arrays  # (the common case, checked first: a step pays it on every call)
 
         def own(a: Any) -> Any:
             if isinstance(a, tuple):
                 return tuple(own(v) for v in a)
-            return a.copy() if isinstance(a, np.ndarray) and not a.flags.writeable else a
+            return a if _taken_as_is(a, read_only_ok) else np.array(a, order="C")
 
         return tuple(own(a) for a in arrays)
 
@@ -308,7 +313,7 @@ class Backend:
             states.append(_array(given[state], f"{state}0", dtype, shape, dev))
         lengths = check_lengths(lengths, T, B)
         reverse, training = check_flag(reverse, "reverse"), check_flag(training, "training")
-        x, w_ih, w_hh, b_ih, b_hh, states, w_hr, norms = self._writable(
+        x, w_ih, w_hh, b_ih, b_hh, states, w_hr, norms = self._kernel_arrays(
             x, w_ih, w_hh, b_ih, b_hh, tuple(states), w_hr, norms)
         y, states_n, saved = self.module.forward(cell, x, w_ih, w_hh, b_ih, b_hh, states,
                                                  w_hr, norms, lengths, reverse, training)
@@ -343,7 +348,7 @@ class Backend:
             np.zeros(shape, ctx.dtype) if given[state] is None
             else _array(given[state], f"d{state}_n", ctx.dtype, shape, dev)
             for state, shape in zip(cell.states, ctx.state_shapes, strict=True))
-        dy, dstates = self._writable(dy, dstates)
+        dy, dstates = self._kernel_arrays(dy, dstates)
         dx, dstates0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dnorms = self.module.backward(
             cell, dy, dstates, ctx.saved)
         dc0 = dstates0[cell.states.index("c")] if "c" in cell.states else None
@@ -351,14 +356,15 @@ class Backend:
 
     def step_forward(self, cell: Cell, x: Any, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any,
                      states: tuple, norms: tuple, training: bool) -> tuple[list, Any]:
-        """One time step for the cell modules, which check their arrays: x [B,I] and the
-        states [B,H], C-contiguous, of the weights' dtype; nothing is checked here. Returns
+        """One time step for the cell modules, which check their arrays' shapes and dtypes:
+        x [B,I] and the states [B,H] of the weights' dtype; arrays not as the kernels take them
+        (:meth:`_kernel_arrays`: not in C order, say) are copied here. Returns
         the new states (a list) and what :meth:`step_backward` needs (None unless training).
         The time loop is the layers' over T=1; host backends run it without the batch plan
         (``step_forward`` of the driver), the others through :meth:`forward`."""
         step = getattr(self.module, "step_forward", None)
         if step is not None:
-            x, w_ih, w_hh, b_ih, b_hh, states, norms = self._writable(
+            x, w_ih, w_hh, b_ih, b_hh, states, norms = self._kernel_arrays(
                 x, w_ih, w_hh, b_ih, b_hh, states, norms)
             states_n, saved = step(cell, x, w_ih, w_hh, b_ih, b_hh, states, norms, training)
             return states_n, saved
@@ -375,7 +381,7 @@ class Backend:
         if isinstance(ctx, KernelContext):
             g = self.backward(dh[None], None, dc, ctx)
             return g._replace(dx=g.dx[0])
-        dh, dc = self._writable(dh, dc)
+        dh, dc = self._kernel_arrays(dh, dc)
         dx, dstates, dw_ih, dw_hh, db_ih, db_hh, dnorms = self.module.step_backward(
             cell, dh, dc, ctx, defer_weights)
         dc0 = dstates[1] if len(dstates) > 1 else None

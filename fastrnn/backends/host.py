@@ -78,28 +78,27 @@ class HostProducts:
         return active
 
     def project(self, x: np.ndarray, w: np.ndarray, biases: tuple) -> np.ndarray:
+        """x [T,B,I] @ w [G,I]^T + the biases' sum: [T,B,G]."""
         bias = sum(biases[1:], biases[0]) if biases else self.absent(x.dtype, 1)
-        T, B, I = x.shape
-        out = np.empty((T, B, w.shape[0]), x.dtype)
-        shards = parallel.product_shards(T * B, T * B * I * w.shape[0])
-        if shards is None:
-            self._project(x, w, bias, out)
-        else:
-            parallel.run([lambda lo=lo, hi=hi: self._project(_rows(x, lo, hi), w, bias,
-                                                             _rows(out, lo, hi))
-                          for lo, hi in shards])
-        return out
+        return self._by_rows(lambda a, out: self._project(a, w, bias, out), x, w.shape[0],
+                             x.shape[2])
 
     def matmul_nn(self, a: np.ndarray, w: np.ndarray) -> np.ndarray:
         """a [T,B,G] @ w [G,I]: [T,B,I]."""
-        T, B, G = a.shape
-        out = np.empty((T, B, w.shape[1]), a.dtype)
-        shards = parallel.product_shards(T * B, T * B * G * w.shape[1])
+        return self._by_rows(lambda rows, out: self._matmul_nn(rows, w, out), a, w.shape[1],
+                             w.shape[0])
+
+    @staticmethod
+    def _by_rows(product: Callable, a: np.ndarray, width: int, depth: int) -> np.ndarray:
+        """product(a, out) into a new [T,B,width] array, `depth` multiply-adds per result;
+        split by rows over the cores where :func:`~fastrnn.parallel.product_shards` says."""
+        T, B, _ = a.shape
+        out = np.empty((T, B, width), a.dtype)
+        shards = parallel.product_shards(T * B, T * B * width * depth)
         if shards is None:
-            self._matmul_nn(a, w, out)
+            product(a, out)
         else:
-            parallel.run([lambda lo=lo, hi=hi: self._matmul_nn(_rows(a, lo, hi), w,
-                                                               _rows(out, lo, hi))
+            parallel.run([lambda lo=lo, hi=hi: product(_rows(a, lo, hi), _rows(out, lo, hi))
                           for lo, hi in shards])
         return out
 
