@@ -19,7 +19,6 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
 SRC = "src_kernels"
-OPENMP = {"team"}
 
 
 def _extensions() -> list:
@@ -31,9 +30,10 @@ def _extensions() -> list:
     from setuptools import Extension
 
     # -fno-trapping-math lets gcc vectorise the gate passes (DESIGN.md); no -ffast-math, which
-    # would break the saturation of sigmoid at large |x|. -fopenmp-simd honours the `omp simd`
-    # reductions of the LayerNorm row statistics (no OpenMP runtime).
-    flags = ["-O3", "-fno-trapping-math", "-fopenmp-simd"]
+    # would break the saturation of sigmoid at large |x|. -fopenmp: the team of team.pyx, the
+    # products of few rows split over it (packed.h), the `omp simd` reductions of the
+    # LayerNorm row statistics.
+    flags = ["-O3", "-fno-trapping-math", "-fopenmp"]
     if os.environ.get("FASTRNN_PORTABLE") != "1":
         flags.append("-march=native")
     extensions = [
@@ -41,8 +41,8 @@ def _extensions() -> list:
             f"fastrnn._kernels.{pyx.stem}",
             [f"{SRC}/{pyx.name}"],
             include_dirs=[numpy.get_include(), SRC],
-            extra_compile_args=flags + (["-fopenmp"] if pyx.stem in OPENMP else []),
-            extra_link_args=["-fopenmp"] if pyx.stem in OPENMP else [],
+            extra_compile_args=flags,
+            extra_link_args=["-fopenmp"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             depends=[str(p.relative_to(HERE)) for p in (HERE / SRC).glob("*.[hp]x*")]
             + [str(p.relative_to(HERE)) for p in (HERE / SRC).glob("*.h")],

@@ -99,13 +99,13 @@ static void FP(packed_gemm)(const REAL *a, long m, long lda, const REAL *packed,
     }
 }
 
-/* C[m,N] = A[m,K] @ W[K,N] (row-major, C's rows ldc apart, W's N; A[i,k] at a[i * lda + k *
- * ldk]), W read in place: its full panels of NR columns are the micro-kernel's panels with row
- * stride N; the last, narrower panel is packed (zero-padded), so nothing past W's end is read.
- * Returns 0 when the tail panel's memory could not be had (nothing written then). */
+/* C[m,N] = A[m,K] @ W[K,N] (row-major, C's rows ldc apart, W's ldw; A[i,k] at a[i * lda + k
+ * * ldk]), W read in place: its full panels of NR columns are the micro-kernel's panels with
+ * row stride ldw; the last, narrower panel is packed (zero-padded), so nothing past W's end is
+ * read. Returns 0 when the tail panel's memory could not be had (nothing written then). */
 static inline __attribute__((always_inline)) int FP(inplace)(
-        const REAL *a, long m, long lda, long ldk, const REAL *w, long K, long N, REAL *c,
-        long ldc) {
+        const REAL *a, long m, long lda, long ldk, const REAL *w, long ldw, long K, long N,
+        REAL *c, long ldc) {
     const long full = N / FP_NR * FP_NR;
     REAL *tail = NULL;
     if (full < N) {
@@ -113,10 +113,10 @@ static inline __attribute__((always_inline)) int FP(inplace)(
         if (!tail) return 0;
         memset(tail, 0, sizeof(REAL) * K * FP_NR);
         for (long k = 0; k < K; k++)
-            memcpy(tail + k * FP_NR, w + k * N + full, sizeof(REAL) * (N - full));
+            memcpy(tail + k * FP_NR, w + k * ldw + full, sizeof(REAL) * (N - full));
     }
     for (long n0 = 0; n0 < full; n0 += FP_NR)
-        FP(panel_rows)(a, m, lda, ldk, w + n0, N, K, c + n0, ldc, FP_NR);
+        FP(panel_rows)(a, m, lda, ldk, w + n0, ldw, K, c + n0, ldc, FP_NR);
     if (tail) {
         FP(panel_rows)(a, m, lda, ldk, tail, FP_NR, K, c + full, ldc, N - full);
         free(tail);
@@ -124,42 +124,68 @@ static inline __attribute__((always_inline)) int FP(inplace)(
     return 1;
 }
 
-/* C[m,N] = A[m,K] @ W[K,N], A's rows lda apart (a step's dG @ W_hh). */
+/* C[m,N] = A[m,K] @ W[K,N], A's rows lda apart (a step's dG @ W_hh), split by columns over
+ * the OpenMP team where the product is large enough (team_parts). */
 static int FP(inplace_gemm)(const REAL *a, long m, long lda, const REAL *w, long K, long N,
                             REAL *c, long ldc) {
-    return FP(inplace)(a, m, lda, 1, w, K, N, c, ldc);
+    const int parts = team_parts(m * K * N, N, FP_NR);
+    if (parts == 1) return FP(inplace)(a, m, lda, 1, w, N, K, N, c, ldc);
+    int done = 1;  /* 0 where a part's tail panel found no memory: BLAS then does it all */
+#pragma omp parallel for num_threads(parts) schedule(static, 1) reduction(&& : done)
+    for (int p = 0; p < parts; p++) {
+        long lo, hi;
+        part_columns(N, p, parts, FP_NR, &lo, &hi);
+        if (lo < hi && !FP(inplace)(a, m, lda, 1, w + lo, N, K, hi - lo, c + lo, ldc))
+            done = 0;
+    }
+    return done;
 }
 
-/* c[N] = a[K] @ W[K,N] for one row a (W row-major, rows N apart), the axpy form over 4 of
+/* c[N] = a[K] @ W[K,N] for one row a (W row-major, rows ldw apart), the axpy form over 4 of
  * W's rows at a time: c += a[k..k+3] @ W[k..k+3, :], c staying in L1 and W's rows streaming
  * past once, in order (gemv is a BLAS call that may wake BLAS's threads). */
-static void FP(row_gemm)(const REAL *restrict a, const REAL *restrict w, long K, long N,
-                         REAL *restrict c) {
+static void FP(row_part)(const REAL *restrict a, const REAL *restrict w, long ldw, long K,
+                         long N, REAL *restrict c) {
     const long full = N / LANES * LANES;
     memset(c, 0, sizeof(REAL) * N);
     long k = 0;
     for (; k + 4 <= K; k += 4) {
         const FP(vec) s0 = BROADCAST(a[k]), s1 = BROADCAST(a[k + 1]);
         const FP(vec) s2 = BROADCAST(a[k + 2]), s3 = BROADCAST(a[k + 3]);
-        const REAL *restrict w0 = w + k * N;
+        const REAL *restrict w0 = w + k * ldw;
         for (long n = 0; n < full; n += LANES) {
             FP(vec) acc = *(FP(vec) *)(c + n);
             acc += s0 * *(const FP(vec) *)(w0 + n);
-            acc += s1 * *(const FP(vec) *)(w0 + N + n);
-            acc += s2 * *(const FP(vec) *)(w0 + 2 * N + n);
-            acc += s3 * *(const FP(vec) *)(w0 + 3 * N + n);
+            acc += s1 * *(const FP(vec) *)(w0 + ldw + n);
+            acc += s2 * *(const FP(vec) *)(w0 + 2 * ldw + n);
+            acc += s3 * *(const FP(vec) *)(w0 + 3 * ldw + n);
             *(FP(vec) *)(c + n) = acc;
         }
     }
     for (; k < K; k++) {
         const FP(vec) s0 = BROADCAST(a[k]);
         for (long n = 0; n < full; n += LANES)
-            *(FP(vec) *)(c + n) += s0 * *(const FP(vec) *)(w + k * N + n);
+            *(FP(vec) *)(c + n) += s0 * *(const FP(vec) *)(w + k * ldw + n);
     }
     for (long n = full; n < N; n++) {
         REAL sum = 0;
-        for (k = 0; k < K; k++) sum += a[k] * w[k * N + n];
+        for (k = 0; k < K; k++) sum += a[k] * w[k * ldw + n];
         c[n] = sum;
+    }
+}
+
+/* c[N] = a[K] @ W[K,N] (rows N apart), split by columns over the team (team_parts). */
+static void FP(row_gemm)(const REAL *a, const REAL *w, long K, long N, REAL *c) {
+    const int parts = team_parts(K * N, N, LANES);
+    if (parts == 1) {
+        FP(row_part)(a, w, N, K, N, c);
+        return;
+    }
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+    for (int p = 0; p < parts; p++) {
+        long lo, hi;
+        part_columns(N, p, parts, LANES, &lo, &hi);
+        if (lo < hi) FP(row_part)(a, w + lo, N, K, hi - lo, c + lo);
     }
 }
 
@@ -167,7 +193,7 @@ static void FP(row_gemm)(const REAL *restrict a, const REAL *restrict w, long K,
  * gradient dG^T @ h): B read in place, A through its transpose's strides. */
 static int FP(inplace_tn_gemm)(const REAL *a, long K, long M, const REAL *b, long N,
                                REAL *c) {
-    return FP(inplace)(a, M, 1, M, b, K, N, c, N);
+    return FP(inplace)(a, M, 1, M, b, N, K, N, c, N);
 }
 
 /* C[rows, 4] = A[rows, K] @ [w0 w1 w2 w3]^T, the dot form: 4 weight rows against `rows` <=
@@ -214,7 +240,7 @@ static inline __attribute__((always_inline)) void FP(dot_block)(
 
 /* C[m,N] = A[m,K] @ W[N,K]^T (row-major, rows ldc / lda / K apart), W read in place: no
  * packing, so a product of few rows costs one pass over W (a BLAS call packs W first). */
-static void FP(dot_gemm)(const REAL *a, long m, long lda, const REAL *w, long K, long N,
+static void FP(dot_part)(const REAL *a, long m, long lda, const REAL *w, long K, long N,
                          REAL *c, long ldc) {
     for (long n = 0; n < N; n += 4) {
         const int count = N - n < 4 ? (int)(N - n) : 4;
@@ -231,6 +257,22 @@ static void FP(dot_gemm)(const REAL *a, long m, long lda, const REAL *w, long K,
                     break;
             default: break;
         }
+    }
+}
+
+/* dot_part split by columns (W's rows) over the team (team_parts). */
+static void FP(dot_gemm)(const REAL *a, long m, long lda, const REAL *w, long K, long N,
+                         REAL *c, long ldc) {
+    const int parts = team_parts(m * K * N, N, 4);
+    if (parts == 1) {
+        FP(dot_part)(a, m, lda, w, K, N, c, ldc);
+        return;
+    }
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+    for (int p = 0; p < parts; p++) {
+        long lo, hi;
+        part_columns(N, p, parts, 4, &lo, &hi);
+        if (lo < hi) FP(dot_part)(a, m, lda, w + lo * K, K, hi - lo, c + lo, ldc);
     }
 }
 

@@ -61,13 +61,17 @@ def test_each_step_product_matches_the_reference(gemm):
 
 _PRODUCTS = """
 import numpy as np
+from fastrnn import parallel
 from fastrnn._kernels import seq
 from fastrnn.backends.cython_cpu import driver
 P = driver.products
 rng = np.random.default_rng(0)
 for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-13)):
     for rows in (*range(1, 19), 33):
-        for K, N in ((1, 1), (7, 5), (8, 24), (9, 25), (100, 52), (128, 512), (3, 97)):
+        # (128, 512) from 2 rows on, (129, 1031) and (1031, 129) at every row count: products
+        # split by columns over the OpenMP team (packed.h, team_parts), tails in every part
+        for K, N in ((1, 1), (7, 5), (8, 24), (9, 25), (100, 52), (128, 512), (3, 97),
+                     (129, 1031), (1031, 129)):
             x = rng.standard_normal((1, rows, K)).astype(dtype)
             w = rng.standard_normal((N, K)).astype(dtype)
             bias = rng.standard_normal(N).astype(dtype)
@@ -102,6 +106,17 @@ for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-13)):
             assert "out must be" in str(exc)
         else:
             raise AssertionError("an output of the wrong shape was accepted")
+# inside a parallel region (a batch part) the products run whole on their thread: the same
+# values, bit for bit where the in-place kernels serve (a column split keeps each sum's order)
+same = np.array_equal if seq.blas_free_rows() else \
+    (lambda a, b: np.allclose(a, b, rtol=1e-5, atol=1e-4))
+w = rng.standard_normal((1031, 129)).astype(np.float32)
+x = rng.standard_normal((1, 8, 129)).astype(np.float32)
+g = rng.standard_normal((1, 8, 1031)).astype(np.float32)
+alone = P.project(x, w, ()), P.matmul_nn(g, w)
+inside = parallel.run([lambda: (P.project(x, w, ()), P.matmul_nn(g, w))] * 2)
+for got in inside:
+    assert all(same(a, b) for a, b in zip(alone, got))
 print(seq.blas_free_rows())
 """
 

@@ -443,8 +443,9 @@ class Driver:
                            work)
 
     def row_products(self, a, b):
-        """a [R,M]^T @ b [R,N] (the deferred weight gradients of a decoder's steps)."""
-        return self.products.matmul_tn(a[None], b[None])
+        """a [R,M]^T @ b [R,N] (the deferred weight gradients of a decoder's steps), on the
+        team that the steps' products woke."""
+        return parallel.after_team_steps(lambda: self.products.matmul_tn(a[None], b[None]))
 
     def _step_backward(self, cell: Cell, dh, dc, saved: _Saved, defer_weights: bool) -> tuple:
         P = self.products
