@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
+#include <pthread.h>
 
 #define FASTRNN_MR 4
 #define FASTRNN_NV 3
@@ -69,11 +70,22 @@ static int packed_gemm_choice(const char **reason) {
 #define FASTRNN_SPLIT_MACS (1L << 17)
 #endif
 
+/* 0 in a child forked after this module was loaded: libgomp's team does not survive fork (a
+ * region there waits for the parent's workers forever, as torch's own regions do), so the
+ * products stay on one thread there (fastrnn/parallel.py likewise leaves the team). */
+static int team_usable = 1;
+
+static void team_lost_at_fork(void) { team_usable = 0; }
+
+__attribute__((constructor)) static void watch_forks(void) {
+    pthread_atfork(NULL, NULL, team_lost_at_fork);
+}
+
 /* Team threads for a product of `macs` multiply-adds over N columns in units of `unit`: 1
- * below FASTRNN_SPLIT_MACS, inside a parallel region (a batch part already has its core) or
- * where the team has one thread; else up to omp_get_max_threads(). */
+ * below FASTRNN_SPLIT_MACS, inside a parallel region (a batch part already has its core), in
+ * a forked child or where the team has one thread; else up to omp_get_max_threads(). */
 static inline int team_parts(long macs, long N, long unit) {
-    if (macs < FASTRNN_SPLIT_MACS || omp_in_parallel()) return 1;
+    if (macs < FASTRNN_SPLIT_MACS || !team_usable || omp_in_parallel()) return 1;
     long parts = omp_get_max_threads();
     const long units = (N + unit - 1) / unit;
     if (parts > units) parts = units;

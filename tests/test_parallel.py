@@ -83,20 +83,28 @@ def test_tasks_run_on_distinct_threads_the_first_on_the_caller():
 
 def test_a_forked_child_runs_regions(runner):
     """libgomp's team and a thread pool's threads do not survive fork: the child must not
-    hang (it did before regions restarted afresh after a fork)."""
+    hang (it did before regions restarted afresh after a fork, and where a cell step's
+    products split over the team: src_kernels/packed.h), and computes what the parent did."""
     if not hasattr(os, "fork"):
         pytest.skip("no fork on this platform")
     script = textwrap.dedent(f"""
         import os, threading
+        import numpy as np
+        import fastrnn
         from fastrnn import parallel
         if {runner == "pool"!r}:
             parallel._team = None
         task = lambda: threading.get_ident()
         parallel.run([task, task])
+        cell = fastrnn.LSTMCell(256, 256, seed=0)  # its step's products split over the team
+        cell.eval()
+        x = np.ones((8, 256), np.float32)
+        h = cell(x)[0]
         pid = os.fork()
         if pid == 0:
             ids = parallel.run([task, task])
-            os._exit(0 if len(ids) == 2 else 3)
+            same = np.array_equal(cell(x)[0], h)
+            os._exit(0 if len(ids) == 2 and same else 3)
         _, status = os.waitpid(pid, 0)
         raise SystemExit(os.waitstatus_to_exitcode(status))
     """)
