@@ -62,12 +62,14 @@ static int packed_gemm_choice(const char **reason) {
     return cached;
 }
 
-/* The in-place products of few rows (a cell's step) with at least this many multiply-adds
- * are split by columns over the OpenMP team, outside parallel regions: on 2 cores (AVX2 EPYC,
- * float32) x @ W^T at 8 rows, I=256, G=1024 took 51 us split against 99 us on one core, a
- * NumPy LSTMCell inference step at B=8 H=256 193 us against 279. */
+/* The in-place products of few rows (a cell's step) are split by columns over the OpenMP
+ * team, outside parallel regions, in parts of at least this many multiply-adds (~8 us on one
+ * core). Measured on 2 cores (AVX2 EPYC, float32, one process alternating split and whole):
+ * x @ W^T at 8 rows, I=256, G=1024 51 us split against 99; NumPy cell inference steps, LSTM
+ * B=8 H=256 214 against 333 us, B=16 H=128 141 against 202, GRU B=8 H=128 87-94 against
+ * 105-110; parts of 2^17 (LSTM B=1 H=256, B=4 H=128) gained nothing beyond the noise. */
 #ifndef FASTRNN_SPLIT_MACS
-#define FASTRNN_SPLIT_MACS (1L << 17)
+#define FASTRNN_SPLIT_MACS (3L << 16)
 #endif
 
 /* 0 in a child forked after this module was loaded: libgomp's team does not survive fork (a

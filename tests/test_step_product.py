@@ -68,10 +68,11 @@ P = driver.products
 rng = np.random.default_rng(0)
 for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-13)):
     for rows in (*range(1, 19), 33):
-        # (128, 512) from 2 rows on, (129, 1031) and (1031, 129) at every row count: products
-        # split by columns over the OpenMP team (packed.h, team_parts), tails in every part
+        # products split by columns over the OpenMP team (packed.h, team_parts: parts of at
+        # least 3 * 2^16 multiply-adds), tails in every part: (128, 512) from 6 rows on,
+        # (129, 1031) and (1031, 129) from 3, (700, 601) at every row count (one: row_gemm)
         for K, N in ((1, 1), (7, 5), (8, 24), (9, 25), (100, 52), (128, 512), (3, 97),
-                     (129, 1031), (1031, 129)):
+                     (129, 1031), (1031, 129), (700, 601)):
             x = rng.standard_normal((1, rows, K)).astype(dtype)
             w = rng.standard_normal((N, K)).astype(dtype)
             bias = rng.standard_normal(N).astype(dtype)
