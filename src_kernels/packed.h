@@ -14,11 +14,12 @@
  *
  * The packed product is single-threaded: the driver runs batch parts on their own cores.
  * dot_gemm, inplace_gemm and row_gemm split by columns over the OpenMP team where a product is
- * large enough and no region runs (team_parts: a cell's step, whose rows are too few for parts; the team is torch's
- * pool in a torch program, one libgomp per process). The kernels are compiled for
- * AVX2 + FMA whatever the build's -march (the rest of the module stays portable) and chosen at
- * run time: packed_gemm_choice() says whether this CPU gets them and why (FASTRNN_GEMM=blas or
- * =packed forces one). Instantiated for float (_f) and double (_d) by packed_impl.h. */
+ * large enough and no region runs (team_parts: a cell's step, whose rows are too few for
+ * parts; the team is torch's pool in a torch program, one libgomp per process). The kernels
+ * are compiled for AVX2 + FMA whatever the build's -march (the rest of the module stays
+ * portable) and chosen at run time: packed_gemm_choice() says whether this CPU gets them and
+ * why (FASTRNN_GEMM=blas or =packed forces one). Instantiated for float (_f) and double (_d)
+ * by packed_impl.h. */
 #ifndef FASTRNN_PACKED_H
 #define FASTRNN_PACKED_H
 

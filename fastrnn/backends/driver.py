@@ -443,9 +443,13 @@ class Driver:
                            work)
 
     def row_products(self, a, b):
-        """a [R,M]^T @ b [R,N] (the deferred weight gradients of a decoder's steps), on the
-        team that the steps' products woke."""
-        return parallel.after_team_steps(lambda: self.products.matmul_tn(a[None], b[None]))
+        """a [R,M]^T @ b [R,N] (the deferred weight gradients of a decoder's steps); where
+        the steps' products ran on the backend's own kernels, which split over the OpenMP team,
+        on that team."""
+        def product():
+            return self.products.matmul_tn(a[None], b[None])
+
+        return parallel.after_team_steps(product) if self.products.blas_free_rows else product()
 
     def _step_backward(self, cell: Cell, dh, dc, saved: _Saved, defer_weights: bool) -> tuple:
         P = self.products
