@@ -243,8 +243,8 @@ class Driver:
     def _project(self, cell: Cell, x, w_ih, b_ih, b_hh, norms: tuple,
                  active: np.ndarray | None):
         """x @ w_ih^T + the biases that fold, for the (step, row) pairs the sequences own
-        (padding stays 0; active None: they own them all): [T,B,G]; LayerNorm cells normalise
-        it first (gain norms[0]).
+        (padding left unwritten; active None: they own them all): [T,B,G]; LayerNorm cells
+        normalise it first (gain norms[0]).
         Returns it, and for LayerNorm cells the normalised rows and their 1/std over the
         pairs the sequences own (else None, None)."""
         P = self.products
@@ -257,8 +257,8 @@ class Driver:
             xw, hat, rstd = P.layer_norm(P.project(own, w_ih, ()), norms[0], biases)
         else:
             xw = P.project(own, w_ih, biases)
-        if rows is not None:
-            full = np.zeros((T * B, w_ih.shape[0]), x.dtype)
+        if rows is not None:  # the loops read only the pairs the sequences own: no fill
+            full = P.empty((T * B, w_ih.shape[0]), x.dtype)
             full[rows] = xw[0]
             xw = full.reshape(T, B, -1)
         return xw, hat, rstd
