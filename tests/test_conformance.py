@@ -229,6 +229,7 @@ def test_buffers_left_unfilled_are_never_read(monkeypatch, name, cell, dtype):
         return products.asarray(np.full(shape, np.nan, dtype))  # (on the GPU for CUDA)
 
     monkeypatch.setattr(products, "empty", poisoned)
+    monkeypatch.setattr(products, "scratch", lambda name, shape, dtype: poisoned(shape, dtype))
     driver = backends.get(name).module.driver
     monkeypatch.setattr(driver, "min_part_rows", 2)
     monkeypatch.setattr(driver, "min_part_work", 0)

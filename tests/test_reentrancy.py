@@ -55,6 +55,41 @@ def test_a_module_shared_by_four_threads_gives_each_its_own_gradients(backend):
         np.testing.assert_allclose(grad, expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cell", ["lstm", "gru", "layernorm_lstm"])
+def test_results_outlive_the_next_calls_buffers(monkeypatch, backend, cell):
+    """A call's temporaries may live in this thread's scratch buffers (Products.scratch),
+    which the next call overwrites: nothing a call returns may be one of them (ragged and
+    not, forward and backward, two layers, one part and several)."""
+    driver = getattr(backends.get(backend).module, "driver", None)
+    rng = np.random.default_rng(0)
+
+    def arrays(out):  # (y, h_n) or (y, (h_n, c_n)), (dx, dh0) or (dx, (dh0, dc0))
+        return [out[0], *(out[1] if isinstance(out[1], tuple) else (out[1],))]
+
+    cases = [(3, None), (3, np.array([5, 2, 4])), (8, rng.integers(1, 6, 8))]
+    for parts, (B, lengths) in [(p, c) for p in (False, True) for c in cases]:
+        if parts and driver is not None:  # parts at these small sizes
+            monkeypatch.setattr(driver, "min_part_rows", 2)
+            monkeypatch.setattr(driver, "min_part_work", 0)
+            monkeypatch.setattr("fastrnn.parallel.cores", lambda: 2)
+        m, ref = (fastrnn.RNNBase(cell, 7, 9, num_layers=2, dtype=np.float64, backend=name,
+                                  seed=0) for name in (backend, "reference"))
+        x, dy = rng.standard_normal((5, B, 7)), rng.standard_normal((5, B, 9))
+        results = arrays(m(x, lengths=lengths)) + arrays(m.backward(dy))
+        kept = [a.copy() for a in results]
+        expected = arrays(ref(x, lengths=lengths)) + arrays(ref.backward(dy))
+        for got, want in zip(kept, expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+        grads = dict(m.grads)
+        m.zero_grad()
+        m(rng.standard_normal((5, B, 7)) * 3, lengths=lengths)
+        m.backward(rng.standard_normal((5, B, 9)) * 3)
+        for before, now in zip(kept, results, strict=True):
+            np.testing.assert_array_equal(now, before)
+        assert all(g is grads[k] for k, g in m.grads.items())  # accumulated in place
+
+
 def test_a_second_backward_through_one_forward_raises_and_adds_nothing():
     m = fastrnn.GRU(3, 4, seed=0)
     y, _ = m(np.ones((5, 2, 3), np.float32))

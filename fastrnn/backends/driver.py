@@ -104,8 +104,14 @@ class Products(Protocol):
         lengths (backends that do not split the batch; None for the others)."""
         ...
 
-    def project(self, x: Any, w: Any, biases: tuple) -> Any:
-        """x [T,B,I] @ w[G,I]^T + the sum of `biases` (each [G]; none: no bias): [T,B,G]."""
+    def scratch(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+        """Like :meth:`empty`, for a temporary of one call: it may be a buffer of this
+        thread's that the next scratch(name) on this thread reuses."""
+        ...
+
+    def project(self, x: Any, w: Any, biases: tuple, temporary: bool = False) -> Any:
+        """x [T,B,I] @ w[G,I]^T + the sum of `biases` (each [G]; none: no bias): [T,B,G]
+        (`temporary`: dead when the call returns; it may live in :meth:`scratch`)."""
         ...
 
     def matmul_nn(self, a: Any, w: Any) -> Any:
@@ -253,12 +259,14 @@ class Driver:
         rows = _valid_rows(active, B) if P.splits_batch and active is not None else None
         own = x if rows is None else x.reshape(T * B, I)[rows][None]
         hat = rstd = None
+        # the projection is read by the loop only, but for LayerNorm cells, whose
+        # normalisation overwrites it with what backward reads (hat)
         if cell.input_norm:
             xw, hat, rstd = P.layer_norm(P.project(own, w_ih, ()), norms[0], biases)
         else:
-            xw = P.project(own, w_ih, biases)
+            xw = P.project(own, w_ih, biases, temporary=True)
         if rows is not None:  # the loops read only the pairs the sequences own: no fill
-            full = P.empty((T * B, w_ih.shape[0]), x.dtype)
+            full = P.scratch("grid", (T * B, w_ih.shape[0]), x.dtype)
             full[rows] = xw[0]
             xw = full.reshape(T, B, -1)
         return xw, hat, rstd
@@ -499,12 +507,13 @@ class Driver:
             dc = own[1] if len(own) > 1 else P.absent(dtype, 2)
             T, rows = dyp.shape[0], dyp.shape[1]
             # read (by _param_grads) only where the loop wrote them on the host: the pairs
-            # that ran
-            dg_in = P.empty((T, rows, G), dtype)
-            dg_rec = P.empty((T, rows, G), dtype) if cell.split_recurrent else dg_in
+            # that ran; temporaries of this call (what _param_grads returns is new arrays)
+            dg_in = P.scratch("dg_in", (T, rows, G), dtype)
+            dg_rec = P.scratch("dg_rec", (T, rows, G), dtype) if cell.split_recurrent \
+                else dg_in
             dh_out = P.zeros((T, rows, Hp), dtype) if cell.projection else P.absent(dtype, 3)
-            grads = tuple(P.empty((T, rows, width * (G // cell.gates)), dtype)
-                          for _, width in cell.loop_grads)
+            grads = tuple(P.scratch(f"loop_grad{i}", (T, rows, width * (G // cell.gates)),
+                                    dtype) for i, (_, width) in enumerate(cell.loop_grads))
             loop.backward(dyp, own[0], dc, saved.w_hh, w_hr_arg, loop_norms, part.steps,
                           saved.reverse, cell.act_code, part.h_prev, part.buffers, dg_in, dg_rec,
                           dh_out, grads)

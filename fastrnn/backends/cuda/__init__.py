@@ -171,7 +171,10 @@ class DeviceProducts:
                                        len(biases) > 1, a.dtype.type(0))
         return c
 
-    def project(self, x, w, biases: tuple):
+    def scratch(self, name: str, shape: tuple[int, ...], dtype):
+        return self.empty(shape, dtype)
+
+    def project(self, x, w, biases: tuple, temporary: bool = False):
         T, B, _ = x.shape
         return self._matmul(_flat(x), w, False, True, biases).reshape(T, B, w.shape[0])
 
